@@ -1,0 +1,156 @@
+"""The Quart-Trio app: factory, lifespan, error envelopes, health."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+import trio
+from quart import Quart, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import hitl
+from .agents import Agent, BuiltinAgent
+from .asgi_connection import ClosingHTTPConnection
+from .auth import Principal, authenticate
+from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
+from .hitl_store import HitlStore
+from .redis_bus import RedisBus
+from .registry import SessionRegistry
+from .settings import Settings
+from .responses import json_response
+
+log = logging.getLogger(__name__)
+
+_HTTP_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    431: "HEADERS_TOO_LARGE",
+}
+
+
+@dataclass
+class AuraState:
+    """Everything a request handler needs, owned by one app."""
+
+    settings: Settings
+    agent: Agent
+    bus: RedisBus
+    store: HitlStore
+    registry: SessionRegistry
+    bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def authenticate(self) -> Principal:
+        return authenticate(
+            request.headers, self.settings.secret, self.settings.jwt_leeway_seconds
+        )
+
+    async def drain(self, within: float) -> None:
+        """End every open stream with `ServerShutdown` and wait up to `within` seconds."""
+        self.registry.drain()
+        with trio.move_on_after(within):
+            await self.registry.wait_empty()
+        if len(self.registry):
+            log.warning("%d streams still open after the shutdown grace", len(self.registry))
+
+
+def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
+    """Build the app. Its Redis subscriber starts and stops with the app's lifespan."""
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
+    settings.check_secret()
+    app = QuartTrio(__name__)
+    app.asgi_http_class = ClosingHTTPConnection  # type: ignore[assignment]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    bus = RedisBus(
+        settings.redis_url,
+        channel_prefix=hitl.CHANNEL_PREFIX,
+        stored_prefix=hitl.SIGNAL_PREFIX,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,
+        poll_interval=settings.signal_poll_seconds,
+    )
+    state = AuraState(
+        settings=settings,
+        agent=agent or BuiltinAgent(settings.event_delay_seconds),
+        bus=bus,
+        store=HitlStore(
+            bus,
+            request_ttl=settings.request_ttl_seconds,
+            session_ttl=settings.session_ttl_seconds,
+            signal_ttl=settings.signal_ttl_seconds,
+        ),
+        registry=SessionRegistry(
+            max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
+        ),
+    )
+    app.extensions["aura"] = state
+
+    @app.before_serving
+    async def start_bus() -> None:
+        await app.nursery.start(_run_bus, state)
+
+    @app.after_serving
+    async def stop_bus() -> None:
+        state.bus_scope.cancel()
+
+    _register_error_handlers(app)
+    _register_health(app, state)
+    from .hitl_api import register_hitl_routes
+    from .stream_api import register_stream_routes
+
+    register_stream_routes(app, state)
+    register_hitl_routes(app, state)
+    return app
+
+
+def state_of(app: Quart) -> AuraState:
+    state: AuraState = app.extensions["aura"]
+    return state
+
+
+async def _run_bus(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
+    # An exception escaping a task on app.nursery would wreck the lifespan (PITFALLS 5).
+    with state.bus_scope:
+        try:
+            await state.bus.run(task_status=task_status)
+        except Exception:
+            log.exception("the Redis bus stopped")
+
+
+def _register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return json_response(error.body(), error.status_code, error.headers)
+
+    @app.errorhandler(StoreUnavailable)
+    async def store_unavailable(error: StoreUnavailable) -> Response:
+        log.warning("Redis call failed: %s", error)
+        body = envelope_error("Redis is unreachable; try again shortly", "REDIS_UNAVAILABLE")
+        return json_response(body, 503, {"Retry-After": "1"})
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = _HTTP_ERROR_CODES.get(status, "HTTP_ERROR")
+        return json_response(envelope_error(error.description or error.name, code), status)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return json_response(envelope_error("internal error", "INTERNAL_ERROR"), 500)
+
+
+def _register_health(app: Quart, state: AuraState) -> None:
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response(envelope_success({"status": "UP"}, "alive"))
+
+    @app.get("/health/ready")
+    async def ready() -> Response:
+        if state.bus.connected:
+            return json_response(envelope_success({"status": "UP", "redis": "connected"}, "ready"))
+        reason = f"Redis unreachable: {state.bus.last_error or 'not connected yet'}"
+        return json_response(envelope_error(reason, "REDIS_UNAVAILABLE"), 503)

@@ -1,0 +1,54 @@
+"""Quart-Trio's HTTP connection, fixed to finish responses properly (PITFALLS 6).
+
+quart-trio 0.12 cancels a request as soon as Hypercorn reports the client gone,
+and Hypercorn reports that *during* the app's final send when it closes the
+connection (`Connection: close`, HTTP/1.0) — which cancels Hypercorn's own close
+half-way: connections were never closed and keep-alive never timed out. The
+final send is shielded here.
+
+The body is also entered before the response starts, so a streaming body that
+owns resources (a session) is always exited, whatever happens to the send.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import trio
+from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
+from quart.utils import encode_headers
+from quart.wrappers import Response
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+
+class ClosingHTTPConnection(TrioASGIHTTPConnection):
+    async def _send_response(self, send: ASGISendCallable, response: object) -> None:
+        if not isinstance(response, Response):
+            await super()._send_response(send, response)  # type: ignore[arg-type]
+            return
+        async with response.response as body:
+            await send(
+                cast(
+                    HTTPResponseStartEvent,
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": encode_headers(response.headers),
+                    },
+                )
+            )
+            async for data in body:
+                await send(
+                    cast(
+                        HTTPResponseBodyEvent,
+                        {
+                            "type": "http.response.body",
+                            "body": data.encode() if isinstance(data, str) else data,
+                            "more_body": True,
+                        },
+                    )
+                )
+        with trio.CancelScope(shield=True):
+            await send(
+                cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": b"", "more_body": False})
+            )

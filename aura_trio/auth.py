@@ -1,0 +1,110 @@
+"""HS256 bearer tokens: who is calling, and for which tenant (CONTRACT 2)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .errors import AuthError, ForbiddenError
+
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller: the token's claims after the header checks."""
+
+    user_id: str
+    tenant_id: str | None
+    email: str | None = None
+    role: str | None = None
+
+
+def authenticate(headers: Mapping[str, str], secret: str, leeway: float) -> Principal:
+    """Verify the bearer token and the identity headers.
+
+    Raises:
+        AuthError: no token, or one that is not a valid, current HS256 token with a `sub`.
+        ForbiddenError: `X-Tenant-ID` or `X-User-ID` names someone the token does not.
+    """
+    token = _bearer_token(headers.get("Authorization"))
+    claims = _decode(token, secret, leeway)
+    user_id = claims["sub"]
+    token_tenant = _optional_text(claims, "tenant_id")
+    header_tenant = headers.get("X-Tenant-ID")
+    if header_tenant is not None and token_tenant is not None and header_tenant != token_tenant:
+        raise ForbiddenError("X-Tenant-ID does not match the token's tenant")
+    header_user = headers.get("X-User-ID")
+    if header_user is not None and header_user != user_id:
+        raise ForbiddenError("X-User-ID does not match the token's subject")
+    return Principal(
+        user_id=user_id,
+        tenant_id=token_tenant if token_tenant is not None else header_tenant,
+        email=_optional_text(claims, "email"),
+        role=_optional_text(claims, "role"),
+    )
+
+
+def mint_token(
+    secret: str,
+    *,
+    sub: str,
+    tenant_id: str | None = None,
+    role: str | None = None,
+    email: str | None = None,
+    ttl_seconds: int = 3600,
+) -> str:
+    """A token shaped like the Auth Server's (integer `iat`/`exp`)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl_seconds}
+    for name, value in (("tenant_id", tenant_id), ("role", role), ("email", email)):
+        if value is not None:
+            claims[name] = value
+    return jwt.encode(claims, secret.encode("utf-8"), algorithm=ALGORITHM)
+
+
+def _bearer_token(value: str | None) -> str:
+    if not value:
+        raise AuthError("missing Authorization header")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _decode(token: str, secret: str, leeway: float) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret.encode("utf-8"),
+            algorithms=[ALGORITHM],
+            leeway=leeway,
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError("token not yet valid") from None
+    except jwt.InvalidTokenError as error:
+        raise AuthError(f"invalid token: {_describe(error)}") from None
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise AuthError("invalid token: sub must be a non-empty string")
+    return claims
+
+
+def _describe(error: jwt.InvalidTokenError) -> str:
+    # PyJWT's messages never contain the token or the key, only what was wrong.
+    return str(error) or type(error).__name__
+
+
+def _optional_text(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise AuthError(f"invalid token: {name} must be a string")
+    return str(value)

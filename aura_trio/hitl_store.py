@@ -1,0 +1,124 @@
+"""HITL requests and decisions in Redis: the state machine of `hitl.py` over the bus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import hitl
+from .errors import ConflictError, NotFoundError, StoreUnavailable
+from .redis_bus import RedisBus
+
+# Each swap only loses to another writer that already moved the record on; a
+# handful of attempts is plenty, and bounded.
+_ATTEMPTS = 8
+
+
+class HitlStore:
+    """Reads and atomic state changes of HITL requests, scoped by tenant."""
+
+    def __init__(
+        self, bus: RedisBus, *, request_ttl: int, session_ttl: int, signal_ttl: int
+    ) -> None:
+        self._bus = bus
+        self._request_ttl = request_ttl
+        self._session_ttl = session_ttl
+        self._signal_ttl = signal_ttl
+
+    async def open_request(self, record: dict[str, Any]) -> None:
+        """Store a new pending request and point its session at it, in one step."""
+        session = hitl.session_record(
+            record["sessionId"], record["requestId"], record["userId"], record["tenantId"]
+        )
+        await self._bus.set_many(
+            [
+                (hitl.request_key(record["requestId"]), hitl.encode(record), self._request_ttl),
+                (hitl.session_key(record["sessionId"]), hitl.encode(session), self._session_ttl),
+            ]
+        )
+
+    async def read_request(self, request_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """The request, if the caller's tenant owns it.
+
+        Raises:
+            NotFoundError: unknown, expired, or another tenant's (indistinguishable).
+        """
+        record = hitl.decode(await self._bus.get(hitl.request_key(request_id)))
+        if record is None or not hitl.visible_to(record, tenant_id):
+            raise NotFoundError("HITL request not found")
+        return record
+
+    async def read_signal(self, session_id: str, tenant_id: str | None) -> dict[str, Any]:
+        """The last signal stored for a session of the caller's tenant.
+
+        Raises:
+            NotFoundError: no such session for this tenant, or no signal stored.
+        """
+        session_raw, signal_raw = await self._bus.mget(
+            [hitl.session_key(session_id), hitl.signal_key(session_id)]
+        )
+        session = hitl.decode(session_raw)
+        signal = hitl.decode(signal_raw)
+        if session is None or not hitl.visible_to(session, tenant_id) or signal is None:
+            raise NotFoundError("HITL signal not found")
+        return signal
+
+    async def decide(
+        self,
+        request_id: str,
+        tenant_id: str | None,
+        decision: hitl.Decision,
+        *,
+        user_id: str,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Move a pending request to `decision`, then store and publish its signal.
+
+        All three happen in one atomic step, so of two concurrent decisions exactly
+        one succeeds. Returns the updated request.
+
+        Raises:
+            NotFoundError: as :meth:`read_request`.
+            ConflictError: the request is no longer pending.
+        """
+        key = hitl.request_key(request_id)
+        for _ in range(_ATTEMPTS):
+            raw = await self._bus.get(key)
+            record = hitl.decode(raw)
+            if raw is None or record is None or not hitl.visible_to(record, tenant_id):
+                raise NotFoundError("HITL request not found")
+            updated = hitl.with_status(record, decision)
+            if updated is None:
+                raise ConflictError(f"HITL request is already {record.get('status')}")
+            session_id = record.get("sessionId")
+            if not isinstance(session_id, str):
+                raise NotFoundError("HITL request not found")
+            signal = hitl.signal_payload(request_id, decision, reason=reason, user_id=user_id)
+            if await self._bus.compare_and_set(
+                key,
+                raw,
+                hitl.encode(updated),
+                announce=(session_id, hitl.encode(signal), self._signal_ttl),
+            ):
+                return updated
+        raise StoreUnavailable("HITL request kept changing; try again")
+
+    async def settle(self, request_id: str, status: hitl.Status) -> str | None:
+        """Move a pending request to `status`; return the status it ends up in.
+
+        When someone else decided first, their status is returned instead: the
+        stored request is the one truth a session follows. None when the request
+        is gone (expired or deleted).
+        """
+        key = hitl.request_key(request_id)
+        for _ in range(_ATTEMPTS):
+            raw = await self._bus.get(key)
+            record = hitl.decode(raw)
+            if raw is None or record is None:
+                return None
+            updated = hitl.with_status(record, status)
+            if updated is None:
+                current = record.get("status")
+                return current if isinstance(current, str) else None
+            if await self._bus.compare_and_set(key, raw, hitl.encode(updated)):
+                return status
+        raise StoreUnavailable("HITL request kept changing")

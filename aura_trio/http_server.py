@@ -1,0 +1,125 @@
+"""Serving the app with Hypercorn's trio worker, with the bounds a stream server needs.
+
+Like `hypercorn.trio.serve`, plus: a listen backlog sized for reconnect storms
+(PITFALLS 8), a bound on every socket write so a client that stops reading is
+dropped instead of holding its task forever (PITFALLS 12), `SO_REUSEPORT` for
+several worker processes on one port, and an ordered shutdown: stop accepting,
+let the app drain its streams, close idle connections, then the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState, Framework
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+log = logging.getLogger(__name__)
+
+
+def make_config(
+    *,
+    host: str,
+    port: int,
+    backlog: int,
+    keep_alive_seconds: float,
+    reuse_port: bool,
+) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.backlog = backlog
+    config.keep_alive_timeout = keep_alive_seconds
+    config.workers = 2 if reuse_port else 1  # >1 is what turns SO_REUSEPORT on
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+class _BoundedSendTCPServer(TCPServer):
+    """Hypercorn's connection handler, with a time limit on each socket write."""
+
+    def __init__(self, send_timeout: float, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self._send_timeout = send_timeout
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True), trio.fail_after(self._send_timeout):
+                    await self.stream.send_all(event.data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
+            except trio.TooSlowError:
+                log.info("dropping a client that accepted no bytes for %.0f s", self._send_timeout)
+                with trio.CancelScope(shield=True):
+                    await self.stream.aclose()
+                await self.protocol.handle(Closed())
+
+
+async def serve(
+    app: Framework,
+    config: Config,
+    *,
+    send_timeout: float,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    drain: Callable[[], Awaitable[None]] | None = None,
+    sockets: list[socket.socket] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until `shutdown_trigger` returns, then shut down in order.
+
+    `started()` returns the bound addresses (`http://host:port`) once the lifespan
+    has started and the sockets listen. On shutdown: accepting stops, `drain()`
+    runs (the app ends its streams), idle keep-alive connections are closed,
+    connections still open after `config.graceful_timeout` are cancelled, and the
+    app's lifespan shuts down.
+    """
+    wrapped: AppWrapper = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    lifespan_state: dict[str, object] = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        if sockets is None:
+            sockets = config.create_sockets().insecure_sockets
+            for sock in sockets:
+                sock.listen(config.backlog)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+        binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
+        handler = partial(
+            _BoundedSendTCPServer,
+            send_timeout,
+            wrapped,
+            config,
+            context,
+            ConnectionState(lifespan_state.copy()),  # type: ignore[arg-type]
+        )
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                await acceptors.start(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
+                task_status.started(binds)
+                await shutdown_trigger()
+                acceptors.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            if drain is not None:
+                await drain()
+            await context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -1,0 +1,319 @@
+"""The process's one door to Redis: the only module that imports `redis`.
+
+redis-py has no Trio support, so its sync client runs in worker threads under a
+limiter of our own, sized to its connection pool: the number of Redis connections
+is fixed, whatever the number of sessions. One subscriber thread per process holds
+a single `PSUBSCRIBE` and hands each message to the local subscription of its topic.
+
+Messages published while that subscription is down are lost by Redis, so every
+watched subscription's stored value is re-read in one batch whenever the
+subscription is (re-)established, and again every `poll_interval` as a safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import redis
+import trio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# KEYS[1] value must still equal ARGV[1]; it becomes ARGV[2] (TTL kept). With a
+# second key, ARGV[3] is also stored there (EX ARGV[4]) and published on ARGV[5].
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+if #KEYS > 1 then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[3])
+end
+return 1
+"""
+
+_MGET_BATCH = 500
+_INBOX_SIZE = 16
+
+
+class Subscription:
+    """Messages for one topic, received by one local task.
+
+    `watched` subscriptions have their stored value re-read on every resync; the
+    value arrives through :attr:`receive` like a published message.
+    """
+
+    def __init__(self, bus: RedisBus, topic: str) -> None:
+        self.topic = topic
+        self.watched = False
+        self.dropped = 0
+        self._bus = bus
+        self._send, self.receive = trio.open_memory_channel[bytes](_INBOX_SIZE)
+
+    def deliver(self, payload: bytes) -> None:
+        try:
+            self._send.send_nowait(payload)
+        except trio.WouldBlock:
+            # The stored copy is re-read on the next resync, so nothing is lost for good.
+            self.dropped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def close(self) -> None:
+        self._bus._unregister(self)
+        self._send.close()
+        self.receive.close()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class RedisBus:
+    """Redis commands from Trio, plus the process's one pattern subscription.
+
+    Args:
+        url: a redis-py URL (`redis://`, `rediss://`, `unix://`).
+        channel_prefix: published channels are `channel_prefix + topic`.
+        stored_prefix: the last message of a topic is stored at `stored_prefix + topic`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel_prefix: str,
+        stored_prefix: str,
+        max_connections: int = 16,
+        timeout: float = 3.0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        self._channel_prefix = channel_prefix.encode()
+        self._stored_prefix = stored_prefix
+        self._poll_interval = poll_interval
+        common: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": min(timeout, 2.0),
+            "protocol": 2,
+        }
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+            **common,
+        )
+        self._client = redis.Redis(connection_pool=pool)
+        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self._subscriber = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        self._limiter = trio.CapacityLimiter(max_connections)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._resync_wanted = trio.Event()
+        self._first_subscription = trio.Event()
+        self.connected = False
+        self.subscribed_count = 0
+        self.last_error: str | None = None
+
+    # --- commands -------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any, abandon: bool = False) -> T:
+        def guarded() -> T:
+            try:
+                return fn(*args)
+            except redis.RedisError as error:
+                raise StoreUnavailable(f"redis: {error}") from None
+
+        return await trio.to_thread.run_sync(
+            guarded, limiter=self._limiter, abandon_on_cancel=abandon
+        )
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping, abandon=True)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call(self._client.get, key, abandon=True)
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._call(self._client.mget, list(keys), abandon=True)
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        """SET each `(key, value, ttl seconds)` in one MULTI/EXEC."""
+
+        def run() -> None:
+            with self._client.pipeline(transaction=True) as pipe:
+                for key, value, ttl in items:
+                    pipe.set(key, value, ex=ttl)
+                pipe.execute()
+
+        await self._call(run)
+
+    async def compare_and_set(
+        self,
+        key: str,
+        expected: bytes,
+        new: bytes,
+        *,
+        announce: tuple[str, bytes, int] | None = None,
+    ) -> bool:
+        """Atomically replace `key`'s value if it still is `expected`, keeping its TTL.
+
+        With `announce=(topic, message, ttl)`, the same step also stores `message` for
+        the topic (with `ttl`) and publishes it. Returns whether the swap happened.
+        """
+        keys = [key]
+        args: list[Any] = [expected, new]
+        if announce is not None:
+            topic, message, ttl = announce
+            keys.append(self._stored_prefix + topic)
+            args += [message, ttl, self._channel_prefix + topic.encode()]
+        done = await self._call(partial(self._compare_and_set, keys=keys, args=args))
+        return bool(done)
+
+    async def publish_stored(self, topic: str, message: bytes, ttl: int) -> None:
+        """PUBLISH then SET with a TTL, non-atomically: what the Java side does."""
+
+        def run() -> None:
+            self._client.publish(self._channel_prefix + topic.encode(), message)
+            self._client.set(self._stored_prefix + topic, message, ex=ttl)
+
+        await self._call(run)
+
+    # --- subscriptions --------------------------------------------------------
+
+    def subscribe(self, topic: str) -> Subscription:
+        """Register the local receiver of `topic`; use as a context manager."""
+        if topic in self._subscriptions:
+            raise ValueError(f"{topic!r} already has a subscriber in this process")
+        subscription = Subscription(self, topic)
+        self._subscriptions[topic] = subscription
+        return subscription
+
+    def _unregister(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.topic) is subscription:
+            del self._subscriptions[subscription.topic]
+
+    @property
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def request_resync(self) -> None:
+        """Re-read the stored value of every watched subscription soon."""
+        self._resync_wanted.set()
+
+    async def run(
+        self,
+        *,
+        startup_wait: float = 2.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the subscriber thread and the resync loop until cancelled.
+
+        `started()` is called once subscribed, or after `startup_wait` seconds even
+        if Redis cannot be reached: a process whose Redis is down still serves its
+        health routes, and :attr:`connected` tells.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen_in_thread)
+                nursery.start_soon(self._resync_loop)
+                with trio.move_on_after(startup_wait):
+                    await self._first_subscription.wait()
+                task_status.started()
+        finally:
+            self._client.close()
+            self._subscriber.close()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self._poll_interval):
+                await self._resync_wanted.wait()
+            self._resync_wanted = trio.Event()
+            try:
+                await self._resync()
+            except StoreUnavailable as error:
+                log.warning("resync of stored signals failed: %s", error)
+
+    async def _resync(self) -> None:
+        watched = [s for s in self._subscriptions.values() if s.watched]
+        for start in range(0, len(watched), _MGET_BATCH):
+            batch = watched[start : start + _MGET_BATCH]
+            values = await self.mget([self._stored_prefix + s.topic for s in batch])
+            for subscription, value in zip(batch, values, strict=True):
+                if value is not None and self._subscriptions.get(subscription.topic) is subscription:
+                    subscription.deliver(value)
+
+    async def _listen_in_thread(self) -> None:
+        await trio.to_thread.run_sync(
+            self._listen, limiter=trio.CapacityLimiter(1), abandon_on_cancel=False
+        )
+
+    def _listen(self) -> None:
+        """The subscriber thread: returns when its Trio task is cancelled."""
+        pattern = self._channel_prefix + b"*"
+        pubsub = None
+        failures = 0
+        try:
+            while True:
+                trio.from_thread.check_cancelled()
+                try:
+                    if pubsub is None:
+                        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=False)
+                        pubsub.psubscribe(pattern)
+                    message = pubsub.get_message(timeout=0.5)
+                except (redis.RedisError, OSError) as error:
+                    if pubsub is not None and not pubsub.patterns:
+                        pubsub.close()
+                        pubsub = None
+                    failures += 1
+                    trio.from_thread.run_sync(self._on_lost, str(error))
+                    _sleep_checking_cancel(min(2.0, 0.05 * 2**failures))
+                    continue
+                if message is None:
+                    continue
+                if message["type"] == "psubscribe":
+                    failures = 0
+                    trio.from_thread.run_sync(self._on_subscribed)
+                elif message["type"] == "pmessage":
+                    trio.from_thread.run_sync(self._on_message, message["channel"], message["data"])
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    def _on_subscribed(self) -> None:
+        self.connected = True
+        self.last_error = None
+        self.subscribed_count += 1
+        self._first_subscription.set()
+        log.info("subscribed to Redis signals (subscription #%d)", self.subscribed_count)
+        self.request_resync()
+
+    def _on_lost(self, error: str) -> None:
+        if self.connected:
+            log.warning("Redis subscription lost: %s", error)
+        self.connected = False
+        self.last_error = error
+
+    def _on_message(self, channel: bytes, payload: bytes) -> None:
+        topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
+        subscription = self._subscriptions.get(topic)
+        if subscription is not None:
+            subscription.deliver(payload)
+
+
+def _sleep_checking_cancel(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+        trio.from_thread.check_cancelled()
+

@@ -1,0 +1,78 @@
+"""Running one server process: the app on Hypercorn until a signal stops it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+from quart_trio import QuartTrio
+
+from .app import state_of
+from .http_server import make_config, serve
+
+log = logging.getLogger(__name__)
+
+# Of the shutdown grace, what is kept back for closing connections and the lifespan.
+_CLOSE_RESERVE_SECONDS = 1.5
+_CONNECTION_GRACE_SECONDS = 1.0
+
+
+async def serve_until_signal(
+    app: QuartTrio, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """:func:`serve_app` until SIGTERM or SIGINT (main thread only).
+
+    The signal handlers stay installed until the shutdown is over, so a second
+    signal (a terminal sends SIGINT to the whole process group) cannot cut it short.
+    """
+    stop = trio.Event()
+
+    async def stop_on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not stop.is_set():
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_signal)
+        await serve_app(app, shutdown_trigger=stop.wait, task_status=task_status)
+        nursery.cancel_scope.cancel()
+
+
+async def serve_app(
+    app: QuartTrio,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    sockets: list[socket.socket] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve an app from :func:`create_app` until `shutdown_trigger` returns.
+
+    `started()` returns the bound addresses. Shutdown ends every stream with
+    `ServerShutdown` within the settings' shutdown grace.
+    """
+    state = state_of(app)
+    settings = state.settings
+    config = make_config(
+        host=settings.host,
+        port=settings.port,
+        backlog=settings.listen_backlog,
+        keep_alive_seconds=settings.keep_alive_seconds,
+        reuse_port=settings.workers > 1,
+    )
+    config.graceful_timeout = _CONNECTION_GRACE_SECONDS
+    drain_within = max(0.1, settings.shutdown_grace_seconds - _CLOSE_RESERVE_SECONDS)
+    await serve(
+        app,
+        config,
+        send_timeout=settings.send_timeout_seconds,
+        shutdown_trigger=shutdown_trigger,
+        drain=partial(state.drain, drain_within),
+        sockets=sockets,
+        task_status=task_status,
+    )

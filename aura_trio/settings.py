@@ -1,0 +1,162 @@
+"""Configuration read from the environment (CONTRACT 9)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import SimpleNamespace
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """Raised at start-up when the environment holds an unusable setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every tunable of the service; built by :meth:`from_env`, frozen afterwards."""
+
+    host: str = "0.0.0.0"
+    port: int = 9000
+    workers: int = 1
+    redis_url: str | None = None
+    secret: str = ""
+    jwt_leeway_seconds: float = 30.0
+    heartbeat_seconds: float = 15.0
+    hitl_timeout_seconds: float = 300.0
+    request_ttl_seconds: int = 1800
+    session_ttl_seconds: int = 3600
+    signal_ttl_seconds: int = 300
+    event_delay_seconds: float = 0.05
+    max_streams_per_user: int = 20
+    max_sessions: int = 10000
+    max_body_bytes: int = 65536
+    max_prompt_chars: int = 16000
+    send_timeout_seconds: float = 30.0
+    shutdown_grace_seconds: float = 10.0
+    metrics: bool = False
+    log_level: str = "INFO"
+    # (ours, not in the contract table) how often every waiting session's stored
+    # signal is re-read, the safety net for a PUBLISH nobody received.
+    signal_poll_seconds: float = 5.0
+    keep_alive_seconds: float = 5.0
+    redis_timeout_seconds: float = 3.0
+    redis_max_connections: int = 16
+    listen_backlog: int = 2048
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read the environment; keyword overrides (e.g. from the CLI) win when not None."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        d = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(cls)})
+        values: dict[str, object] = {
+            "host": reader.text("AURA_HOST", d.host),
+            "port": reader.integer("AURA_PORT", d.port, minimum=0),
+            "workers": reader.integer("AURA_WORKERS", d.workers, minimum=1),
+            "redis_url": env.get("REDIS_URL") or None,
+            "secret": env.get("SECRET_KEY") or env.get("JWT_SECRET") or "",
+            "jwt_leeway_seconds": reader.number("AURA_JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds),
+            "heartbeat_seconds": reader.number(
+                "AURA_HEARTBEAT_SECONDS", d.heartbeat_seconds, positive=True
+            ),
+            "hitl_timeout_seconds": reader.number(
+                "AURA_HITL_TIMEOUT_SECONDS", d.hitl_timeout_seconds, positive=True
+            ),
+            "request_ttl_seconds": reader.integer(
+                "AURA_REQUEST_TTL_SECONDS", d.request_ttl_seconds, minimum=1
+            ),
+            "session_ttl_seconds": reader.integer(
+                "AURA_SESSION_TTL_SECONDS", d.session_ttl_seconds, minimum=1
+            ),
+            "signal_ttl_seconds": reader.integer(
+                "AURA_SIGNAL_TTL_SECONDS", d.signal_ttl_seconds, minimum=1
+            ),
+            "event_delay_seconds": reader.number(
+                "AURA_EVENT_DELAY_SECONDS", d.event_delay_seconds
+            ),
+            "max_streams_per_user": reader.integer(
+                "AURA_MAX_STREAMS_PER_USER", d.max_streams_per_user, minimum=1
+            ),
+            "max_sessions": reader.integer("AURA_MAX_SESSIONS", d.max_sessions, minimum=1),
+            "max_body_bytes": reader.integer("AURA_MAX_BODY_BYTES", d.max_body_bytes, minimum=1),
+            "send_timeout_seconds": reader.number(
+                "AURA_SEND_TIMEOUT_SECONDS", d.send_timeout_seconds, positive=True
+            ),
+            "shutdown_grace_seconds": reader.number(
+                "AURA_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
+            ),
+            "metrics": reader.flag("AURA_METRICS", d.metrics),
+            "log_level": reader.text("AURA_LOG_LEVEL", d.log_level).upper(),
+            "signal_poll_seconds": reader.number(
+                "AURA_SIGNAL_POLL_SECONDS", d.signal_poll_seconds, positive=True
+            ),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def check_secret(self) -> None:
+        """Raise :class:`ConfigError` unless the HS256 secret is usable."""
+        if not self.secret:
+            raise ConfigError(
+                "no JWT secret: set SECRET_KEY (or JWT_SECRET) to the Auth Server's HS256 secret, "
+                f"at least {MIN_SECRET_BYTES} bytes, or run with --dev for an ephemeral one"
+            )
+        size = len(self.secret.encode("utf-8"))
+        if size < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"the JWT secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} "
+                "(SECRET_KEY / JWT_SECRET)"
+            )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={value} must be at least {minimum}")
+        return value
+
+    def number(self, name: str, default: float, *, positive: bool = False) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if value < 0 or (positive and value == 0) or value != value:
+            raise ConfigError(f"{name}={raw} must be {'> 0' if positive else '>= 0'}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a flag (use 1 or 0)")

@@ -1,0 +1,103 @@
+"""Several worker processes on one port (`--workers N`), supervised here.
+
+Each worker is a whole server (its own subscriber and sessions) bound with
+`SO_REUSEPORT`; they share Redis. SIGTERM/SIGINT is forwarded to every worker,
+which drains its own streams; a worker that dies on its own is restarted.
+Hypercorn's own multi-worker mode is not used: it kills busy workers on
+SIGTERM (PITFALLS 11).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+_POLL_SECONDS = 0.2
+_RESTART_DELAY_SECONDS = 1.0
+_STOP_MARGIN_SECONDS = 3.0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) a `SO_REUSEPORT` socket so port 0 means one port for all."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._workers: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    def _spawn(self, index: int, port: int) -> None:
+        env = dict(os.environ)
+        env.update(
+            {
+                "AURA_HOST": self._settings.host,
+                "AURA_PORT": str(port),
+                "AURA_WORKERS": str(self._settings.workers),
+                "REDIS_URL": self._settings.redis_url or "",
+                "SECRET_KEY": self._settings.secret,
+            }
+        )
+        command = [sys.executable, "-m", "aura_trio", "serve", "--worker-index", str(index)]
+        self._workers[index] = subprocess.Popen(command, env=env)
+        log.info("worker %d started (pid %d)", index, self._workers[index].pid, extra={"worker": index})
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self._stopping:
+            log.info("received %s: stopping workers", signal.Signals(signum).name)
+        self._stopping = True
+
+    def run(self) -> int:
+        """Run the workers until a signal; returns the exit status."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        reserved = reserve_port(self._settings.host, self._settings.port)
+        port = reserved.getsockname()[1]
+        try:
+            for index in range(self._settings.workers):
+                self._spawn(index, port)
+            log.info("supervising %d workers on port %d", self._settings.workers, port)
+            while not self._stopping:
+                time.sleep(_POLL_SECONDS)
+                for index, process in list(self._workers.items()):
+                    code = process.poll()
+                    if code is not None and not self._stopping:
+                        log.error("worker %d exited with %d; restarting", index, code, extra={"worker": index})
+                        time.sleep(_RESTART_DELAY_SECONDS)
+                        self._spawn(index, port)
+            return self._stop()
+        finally:
+            reserved.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop(self) -> int:
+        for process in self._workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._settings.shutdown_grace_seconds + _STOP_MARGIN_SECONDS
+        status = 0
+        for index, process in self._workers.items():
+            try:
+                code = process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("worker %d did not stop in time; killing it", index, extra={"worker": index})
+                process.kill()
+                code = process.wait()
+            status = status or (0 if code == 0 else 1)
+        return status
