@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+
 import trio
 from quart import Quart, Response, request
 from quart_trio import QuartTrio
@@ -17,8 +18,8 @@ from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
 from .hitl_store import HitlStore
 from .redis_bus import RedisBus
 from .registry import SessionRegistry
-from .settings import Settings
 from .responses import json_response
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,7 @@ class AuraState:
     bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def authenticate(self) -> Principal:
-        return authenticate(
-            request.headers, self.settings.secret, self.settings.jwt_leeway_seconds
-        )
+        return authenticate(request.headers, self.settings.secret, self.settings.jwt_leeway_seconds)
 
     async def drain(self, within: float) -> None:
         """End every open stream with `ServerShutdown` and wait up to `within` seconds."""
@@ -62,7 +61,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
     settings.check_secret()
     app = QuartTrio(__name__)
-    app.asgi_http_class = ClosingHTTPConnection  # type: ignore[assignment]
+    app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     bus = RedisBus(
         settings.redis_url,

@@ -50,5 +50,8 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
                 )
         with trio.CancelScope(shield=True):
             await send(
-                cast(HTTPResponseBodyEvent, {"type": "http.response.body", "body": b"", "more_body": False})
+                cast(
+                    HTTPResponseBodyEvent,
+                    {"type": "http.response.body", "body": b"", "more_body": False},
+                )
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
@@ -24,7 +24,11 @@ class Principal:
     role: str | None = None
 
 
-def authenticate(headers: Mapping[str, str], secret: str, leeway: float) -> Principal:
+class HeaderLookup(Protocol):
+    def get(self, key: str) -> str | None: ...
+
+
+def authenticate(headers: HeaderLookup, secret: str, leeway: float) -> Principal:
     """Verify the bearer token and the identity headers.
 
     Raises:

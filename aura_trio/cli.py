@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (AURA_PORT, default 9000; 0 picks one)")
     serve.add_argument("--workers", type=int, help="worker processes (AURA_WORKERS, default 1)")
     serve.add_argument(
-        "--dev", action="store_true", help="without a secret, make an ephemeral one and print a curl line"
+        "--dev",
+        action="store_true",
+        help="without a secret, make an ephemeral one and print a curl line",
     )
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
@@ -41,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--tenant", required=True, help="tenant id (the `tenant_id` claim)")
     token.add_argument("--role", help="the `role` claim")
     token.add_argument("--email", help="the `email` claim")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    token.add_argument(
+        "--ttl", type=int, default=3600, help="seconds until it expires (default 3600)"
+    )
 
     demo = commands.add_parser("demo", help="a full approval round trip on the embedded Redis")
     demo.add_argument("--reject", action="store_true", help="reject instead of approving")
@@ -118,7 +122,9 @@ async def _serve_one(settings: Settings, dev: bool) -> int:
 
 
 def _print_dev_banner(settings: Settings, port: int) -> None:
-    token = mint_token(settings.secret, sub="dev-user", tenant_id="dev-tenant", ttl_seconds=8 * 3600)
+    token = mint_token(
+        settings.secret, sub="dev-user", tenant_id="dev-tenant", ttl_seconds=8 * 3600
+    )
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{host}:{port}"
     print(

@@ -88,7 +88,9 @@ def _parse_frame(raw: bytes) -> Frame:
     return frame
 
 
-def _encode_headers(host: str, port: int, headers: Mapping[str, str], body: bytes) -> list[tuple[str, str]]:
+def _encode_headers(
+    host: str, port: int, headers: Mapping[str, str], body: bytes
+) -> list[tuple[str, str]]:
     result = [("Host", f"{host}:{port}"), ("Content-Length", str(len(body)))]
     result += list(headers.items())
     return result

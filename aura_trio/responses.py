@@ -13,5 +13,8 @@ def json_response(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
-        to_json(body), status=status, headers=headers, content_type="application/json; charset=utf-8"
+        to_json(body),
+        status=status,
+        headers=headers,
+        content_type="application/json; charset=utf-8",
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
 import trio
@@ -153,7 +154,11 @@ class Session:
         await self._write(frame)
 
     async def request_approval(
-        self, action_type: str, tool_args: dict[str, object], message: str, context: dict[str, object]
+        self,
+        action_type: str,
+        tool_args: dict[str, object],
+        message: str,
+        context: dict[str, object],
     ) -> None:
         assert self._waiter is not None, "only the agent task asks for approval"
         request_id = new_request_id()
@@ -209,7 +214,7 @@ class SessionBody(ResponseBody):
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._nursery_manager: trio.NurseryManager | None = None
+        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
     async def __aenter__(self) -> SessionBody:
@@ -218,7 +223,7 @@ class SessionBody(ResponseBody):
         self._nursery.start_soon(self._session.run)
         return self
 
-    async def __aexit__(
+    async def __aexit__(  # type: ignore[override]
         self,
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
@@ -226,7 +231,7 @@ class SessionBody(ResponseBody):
     ) -> bool:
         assert self._nursery is not None and self._nursery_manager is not None
         self._nursery.cancel_scope.cancel()
-        return await self._nursery_manager.__aexit__(exc_type, exc_value, tb)
+        return bool(await self._nursery_manager.__aexit__(exc_type, exc_value, tb))
 
     def __aiter__(self) -> SessionBody:
         return self

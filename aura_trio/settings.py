@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from types import SimpleNamespace
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 MIN_SECRET_BYTES = 32
 
@@ -75,9 +75,7 @@ class Settings:
             "signal_ttl_seconds": reader.integer(
                 "AURA_SIGNAL_TTL_SECONDS", d.signal_ttl_seconds, minimum=1
             ),
-            "event_delay_seconds": reader.number(
-                "AURA_EVENT_DELAY_SECONDS", d.event_delay_seconds
-            ),
+            "event_delay_seconds": reader.number("AURA_EVENT_DELAY_SECONDS", d.event_delay_seconds),
             "max_streams_per_user": reader.integer(
                 "AURA_MAX_STREAMS_PER_USER", d.max_streams_per_user, minimum=1
             ),

@@ -37,7 +37,9 @@ async def read_json_object(*, required: bool) -> dict[str, Any]:
     return body
 
 
-def _stream_request(prompt: object, context: object, thread_id: object, max_chars: int) -> StreamRequest:
+def _stream_request(
+    prompt: object, context: object, thread_id: object, max_chars: int
+) -> StreamRequest:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValidationError("prompt is required and must be a non-empty string")
     if len(prompt) > max_chars:
@@ -68,7 +70,9 @@ def register_stream_routes(app: Quart, state: AuraState) -> None:
         else:
             body = await read_json_object(required=True)
             stream_request = _stream_request(
-                body.get("prompt"), body.get("context"), body.get("thread_id"),
+                body.get("prompt"),
+                body.get("context"),
+                body.get("thread_id"),
                 settings.max_prompt_chars,
             )
         if not state.bus.connected:

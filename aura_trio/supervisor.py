@@ -56,7 +56,9 @@ class Supervisor:
         )
         command = [sys.executable, "-m", "aura_trio", "serve", "--worker-index", str(index)]
         self._workers[index] = subprocess.Popen(command, env=env)
-        log.info("worker %d started (pid %d)", index, self._workers[index].pid, extra={"worker": index})
+        log.info(
+            "worker %d started (pid %d)", index, self._workers[index].pid, extra={"worker": index}
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -77,7 +79,12 @@ class Supervisor:
                 for index, process in list(self._workers.items()):
                     code = process.poll()
                     if code is not None and not self._stopping:
-                        log.error("worker %d exited with %d; restarting", index, code, extra={"worker": index})
+                        log.error(
+                            "worker %d exited with %d; restarting",
+                            index,
+                            code,
+                            extra={"worker": index},
+                        )
                         time.sleep(_RESTART_DELAY_SECONDS)
                         self._spawn(index, port)
             return self._stop()
@@ -96,7 +103,9 @@ class Supervisor:
             try:
                 code = process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("worker %d did not stop in time; killing it", index, extra={"worker": index})
+                log.error(
+                    "worker %d did not stop in time; killing it", index, extra={"worker": index}
+                )
                 process.kill()
                 code = process.wait()
             status = status or (0 if code == 0 else 1)

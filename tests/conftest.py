@@ -1,0 +1,160 @@
+"""Shared fixtures.
+
+Rules for every network test: loopback only, port 0 (or a free port the OS gave),
+a real Redis-protocol server started here, a real server over TCP, and a
+`trio.fail_after` bound on every async test (hook below; pytest-timeout
+misbehaves with Trio, PITFALLS 23).
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial, wraps
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import trio
+
+from aura_trio import Settings, create_app, serve_app, state_of
+from aura_trio.agents import Agent
+from aura_trio.embedded_redis import find_server_binary
+
+from .helpers import SECRET, Aura
+
+TEST_SECONDS = 60
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    function = pyfuncitem.obj
+    if inspect.iscoroutinefunction(function) and not getattr(function, "_bounded", False):
+        limit = pyfuncitem.get_closest_marker("time_limit")
+        seconds = limit.args[0] if limit else TEST_SECONDS
+
+        @wraps(function)
+        async def bounded(*args: Any, **kwargs: Any) -> Any:
+            with trio.fail_after(seconds):
+                return await function(*args, **kwargs)
+
+        bounded._bounded = True  # type: ignore[attr-defined]
+        pyfuncitem.obj = bounded
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "time_limit(seconds): bound for one async test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    binary: str
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A plain client, as the Java side would use (not our code)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+
+def start_redis(directory: Path, port: int | None = None) -> RedisServer:
+    binary = find_server_binary()
+    port = port or free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory), "--logfile", str(directory / "redis.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    server = RedisServer(binary, port, directory, process)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if server.client().ping():
+                return server
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with tempfile.TemporaryDirectory(prefix="aura-test-redis-") as directory:
+        server = start_redis(Path(directory))
+        yield server
+        server.process.terminate()
+        server.process.wait(10)
+
+
+@pytest.fixture
+def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    base = Settings(
+        host="127.0.0.1",
+        port=0,
+        redis_url=redis_url,
+        secret=SECRET,
+        heartbeat_seconds=15.0,
+        event_delay_seconds=0.0,
+        hitl_timeout_seconds=20.0,
+        signal_poll_seconds=30.0,
+        shutdown_grace_seconds=3.0,
+        keep_alive_seconds=5.0,
+    )
+    return base.replace(**overrides)
+
+
+StartServer = Callable[..., Awaitable[Aura]]
+
+
+@pytest.fixture
+async def start_server(
+    raw_redis: redis.Redis, redis_server: RedisServer
+) -> AsyncIterator[StartServer]:
+    """Start servers (in this process, on real TCP ports); all stop gracefully at teardown."""
+    stops: list[trio.Event] = []
+    with trio.fail_after(3600) as teardown:
+        async with trio.open_nursery() as nursery:
+
+            async def start(*, agent: Agent | None = None, **overrides: Any) -> Aura:
+                settings = make_settings(redis_server.url, **overrides)
+                app = create_app(settings, agent=agent)
+                stop = trio.Event()
+                stops.append(stop)
+                binds = await nursery.start(partial(serve_app, app, shutdown_trigger=stop.wait))
+                port = int(binds[0].rsplit(":", 1)[1])
+                return Aura(port=port, app=app, state=state_of(app), stop=stop)
+
+            yield start
+            for stop in stops:
+                stop.set()
+            teardown.deadline = trio.current_time() + 15
+
+
+@pytest.fixture
+async def aura(start_server: StartServer) -> Aura:
+    return await start_server()

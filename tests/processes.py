@@ -1,0 +1,103 @@
+"""Running the real `aura-trio` command as a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .helpers import SECRET
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+
+    def logs(self) -> list[dict]:
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                entries.append({"raw": line})
+        return entries
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path, within: float) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg", "").startswith("listening on") or entry.get("msg", "").startswith(
+                "supervising"
+            ):
+                text = entry["msg"]
+                return (
+                    int(text.split(":")[-1].split()[0])
+                    if "http" in text
+                    else int(text.rsplit(" ", 1)[1])
+                )
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()}")
+        time.sleep(0.05)
+    raise TimeoutError(f"server did not start: {log_path.read_text()}")
+
+
+@contextmanager
+def run_server(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, name: str = "server"
+) -> Iterator[ServerProcess]:
+    """`python -m aura_trio serve --host 127.0.0.1 --port 0 ...`; stopped (SIGTERM) on exit."""
+    log_path = tmp_path / f"{name}.log"
+    environment = {
+        **os.environ,
+        "SECRET_KEY": SECRET,
+        "AURA_EVENT_DELAY_SECONDS": "0",
+        **(env or {}),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aura_trio",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                *args,
+            ],
+            stdout=log_file,
+            stderr=log_file,
+            env=environment,
+        )
+    server = ServerProcess(process, log_path, 0)
+    try:
+        server.port = _wait_for_port(process, log_path, within=20)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

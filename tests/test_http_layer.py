@@ -1,0 +1,185 @@
+"""The HTTP layer itself: connections closed when they should be, bursts, limits, envelopes."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from aura_trio import client
+
+from .helpers import HOST, auth, stream_target, until_hitl
+
+
+async def _raw_exchange(port: int, request: bytes, *, until_eof_within: float) -> bytes:
+    """Send raw bytes; return everything received until the server closes the connection."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    received = b""
+    with trio.fail_after(until_eof_within):
+        await stream.send_all(request)
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    await stream.aclose()
+    return received
+
+
+async def test_connection_close_is_honoured(aura):
+    received = await _raw_exchange(
+        aura.port,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        until_eof_within=1.0,
+    )
+    assert received.startswith(b"HTTP/1.1 200")
+    assert json.loads(received.split(b"\r\n\r\n", 1)[1])["data"] == {"status": "UP"}
+
+
+async def test_idle_keep_alive_connection_is_closed(start_server):
+    aura = await start_server(keep_alive_seconds=0.5)
+    stream = await trio.open_tcp_stream(HOST, aura.port)
+    await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    with trio.fail_after(3):
+        while chunk := await stream.receive_some(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1") == 1
+    await stream.aclose()
+
+
+async def test_http10_stream_ends_with_the_connection(aura):
+    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
+    request = f"GET {stream_target('hi')} HTTP/1.0\r\nHost: x\r\n{headers}\r\n".encode()
+    received = await _raw_exchange(aura.port, request, until_eof_within=3.0)
+    assert received.endswith(b"data: [DONE]\n\n")
+
+
+def listen_overflows() -> int | None:
+    """The kernel's count of connections dropped from full accept queues, if readable."""
+    try:
+        lines = open("/proc/net/netstat").read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split(), values.split(), strict=True))
+            return int(table["ListenOverflows"])
+    return None
+
+
+async def test_burst_of_1000_connections_is_accepted(aura):
+    """A Gateway restart reconnects everyone at once (PITFALLS 8).
+
+    With a short listen backlog the connections still succeed, late, after SYN
+    retransmits; the kernel's overflow counter is what shows it.
+    """
+    statuses: list[bytes] = []
+    overflows_before = listen_overflows()
+
+    async def one() -> None:
+        stream = await trio.open_tcp_stream(HOST, aura.port)
+        async with stream:
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await stream.receive_some(4096):
+                data += chunk
+            statuses.append(data[:12])
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for _ in range(1000):
+                nursery.start_soon(one)
+    assert statuses == [b"HTTP/1.1 200"] * 1000
+    if overflows_before is not None:
+        assert listen_overflows() == overflows_before, "the accept queue overflowed"
+
+
+async def test_health_needs_no_token(aura):
+    for target in ("/health", "/health/ready"):
+        response = await client.request(HOST, aura.port, "GET", target)
+        assert response.status == 200, target
+        assert response.json()["success"] is True
+
+
+async def test_unknown_route_and_method_answer_in_the_envelope(aura):
+    missing = await aura.request("GET", "/nope")
+    assert missing.status == 404 and missing.json()["errorCode"] == "NOT_FOUND"
+    wrong = await aura.request("DELETE", "/aura/test/stream")
+    assert wrong.status == 405 and wrong.json()["status"] == "ERROR"
+
+
+async def _post_stream(
+    aura, body: bytes | dict, headers: dict | None = None
+) -> client.HttpResponse:
+    headers = {**auth(), **(headers or {})}
+    if isinstance(body, dict):
+        return await aura.request("POST", "/aura/test/stream", headers=headers, body=body)
+    headers.setdefault("Content-Type", "application/json")
+    return await client.request(
+        HOST, aura.port, "POST", "/aura/test/stream", headers=headers, body=body
+    )
+
+
+async def test_bad_stream_requests_are_400_in_the_envelope(aura):
+    cases = [
+        b"{not json",
+        b"[1,2]",
+        b"",
+        {"prompt": ""},
+        {"prompt": "   "},
+        {"prompt": 5},
+        {"context": {}},
+        {"prompt": "x", "context": [1]},
+        {"prompt": "x", "thread_id": 7},
+        {"prompt": "x" * 16001},
+    ]
+    for body in cases:
+        response = await _post_stream(aura, body)
+        assert response.status == 400, body
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json()["errorCode"] == "VALIDATION_ERROR"
+    for target in (
+        "/aura/test/stream",
+        "/aura/test/stream?message=",
+        f"/aura/test/stream?message={'x' * 16001}",
+    ):
+        response = await aura.request("GET", target)
+        assert response.status == 400, target
+    ok = await _post_stream(aura, {"prompt": "x" * 16000})
+    assert ok.status == 200 and ok.body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_body_over_the_limit_is_413(start_server):
+    aura = await start_server(max_body_bytes=1024)
+    response = await _post_stream(aura, json.dumps({"prompt": "x" * 2000}).encode())
+    assert response.status == 413
+    assert response.json()["errorCode"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_streams_per_user_are_capped_with_429(start_server):
+    aura = await start_server(max_streams_per_user=2)
+    async with aura.stream("merge") as first, aura.stream("merge") as second:
+        await until_hitl(first)
+        await until_hitl(second)
+        third = await aura.request("GET", stream_target("merge"))
+        assert third.status == 429
+        assert third.headers["retry-after"].isdigit()
+        assert third.json()["errorCode"] == "TOO_MANY_STREAMS"
+        other_user = await aura.request("GET", stream_target("hi"), headers=auth("bob", "t1"))
+        assert other_user.status == 200
+    # Closing a stream frees its slot.
+    async with aura.stream("hi") as again:
+        assert again.status == 200
+        await again.read_body()
+
+
+async def test_streams_per_process_are_capped_with_503(start_server):
+    aura = await start_server(max_sessions=2)
+    async with (
+        aura.stream("merge", headers=auth("u1")) as a,
+        aura.stream("merge", headers=auth("u2")) as b,
+    ):
+        await until_hitl(a)
+        await until_hitl(b)
+        full = await aura.request("GET", stream_target("hi"), headers=auth("u3"))
+        assert full.status == 503
+        assert full.headers["retry-after"].isdigit()
+        assert full.json()["errorCode"] == "SERVICE_UNAVAILABLE"

@@ -1,0 +1,93 @@
+"""The real command in real processes: several servers on one Redis, the embedded Redis, the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import trio
+
+from aura_trio import client
+
+from .helpers import HOST, auth, events_of, rest_of, stream_target, until_hitl
+from .processes import run_server
+
+
+async def test_session_on_one_server_is_approved_through_another(tmp_path, redis_server, raw_redis):
+    env = {"REDIS_URL": redis_server.url}
+    with run_server(tmp_path, env=env, name="a") as a, run_server(tmp_path, env=env, name="b") as b:
+        async with client.open_sse(HOST, a.port, stream_target("merge"), headers=auth()) as stream:
+            hitl = await until_hitl(stream)
+            response = await client.request(
+                HOST, b.port, "POST", f"/aura/hitl/approve/{hitl['requestId']}", headers=auth()
+            )
+            assert response.status == 200
+            frames = await rest_of(stream)
+        assert events_of(frames)[-1] == "end"
+        assert a.stop() == 0 and b.stop() == 0
+
+
+async def test_sigterm_ends_open_streams_and_exits_zero(tmp_path, redis_server, raw_redis):
+    with run_server(tmp_path, env={"REDIS_URL": redis_server.url}) as server:
+        async with client.open_sse(
+            HOST, server.port, stream_target("merge"), headers=auth()
+        ) as stream:
+            hitl = await until_hitl(stream)
+            server.process.send_signal(signal.SIGTERM)
+            frames = await rest_of(stream)
+        assert events_of(frames) == ["error"] and frames[0].json()["errorType"] == "ServerShutdown"
+        assert frames[-1].is_done
+        assert server.stop() == 0
+    assert b'"status":"cancelled"' in raw_redis.get(f"hitl:request:{hitl['requestId']}")
+
+
+async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    with run_server(tmp_path, env={**env, "REDIS_URL": ""}) as server:
+        children = subprocess.run(
+            ["ps", "-o", "pid=,args=", "--ppid", str(server.process.pid)],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert "aura-redis-" in children, children
+        child_pid = int(children.split()[0])
+        async with client.open_sse(
+            HOST, server.port, stream_target("merge"), headers=auth()
+        ) as stream:
+            hitl = await until_hitl(stream)
+            approve = await client.request(
+                HOST, server.port, "POST", f"/aura/hitl/approve/{hitl['requestId']}", headers=auth()
+            )
+            assert approve.status == 200
+            assert events_of(await rest_of(stream))[-1] == "end"
+        assert server.stop() == 0
+    with trio.fail_after(5):
+        while (
+            os.path.exists(f"/proc/{child_pid}")
+            and "zombie" not in open(f"/proc/{child_pid}/status").read().lower()
+        ):
+            await trio.sleep(0.05)
+
+
+def test_demo_shows_a_full_round_trip():
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "JWT_SECRET")
+    }
+    env["AURA_EVENT_DELAY_SECONDS"] = "0"
+    for flag, ending in (
+        ([], "Agent finished: completed"),
+        (["--reject"], "RejectionError: not today"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "aura_trio", "demo", *flag],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert ": connected" in out and "hitl" in out and ending in out and "data: [DONE]" in out
+        assert out.index("hitl") < out.index("POST /aura/hitl/") < out.index(ending)

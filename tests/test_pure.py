@@ -1,0 +1,172 @@
+"""The pure pieces, without a server: framing, signals, the state machine, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aura_trio import endings, hitl, sse
+from aura_trio.agents import sensitive_actions
+from aura_trio.client import SSEParser
+from aura_trio.errors import ValidationError
+from aura_trio.ids import check_path_id, new_request_id, new_session_id
+from aura_trio.settings import ConfigError, Settings
+
+
+def test_event_frame_is_one_line_utf8_json():
+    frame = sse.encode_event(7, "content", {"text": "줄\n바꿈\r\u2028 \x00 😀", "lone": "\ud800"})
+    head, event, data, blank, end = frame.split(b"\n")
+    assert (head, event, blank, end) == (b"id: 7", b"event: content", b"", b"")
+    assert "줄".encode() in data and "😀".encode() in data
+    assert json.loads(data[len(b"data: ") :]) == {
+        "text": "줄\n바꿈\r\u2028 \x00 😀",
+        "lone": "\ud800",
+    }
+
+
+def test_last_event_id_parsing():
+    assert sse.parse_last_event_id("41") == 42 - 1
+    assert sse.parse_last_event_id(" 7 ") == 7
+    for bad in (None, "", "abc", "-3", "1.5", "٣", "9" * 40):
+        assert sse.parse_last_event_id(bad) == 0
+
+
+def test_sse_parser_splits_frames_across_chunks():
+    parser = SSEParser()
+    stream = b": connected\n\nid: 1\nevent: start\ndata: {}\n\ndata: [DONE]\n\n"
+    frames = [f for i in range(len(stream)) for f in parser.feed(stream[i : i + 1])]
+    assert [f.comments for f in frames] == [["connected"], [], []]
+    assert frames[1].id == 1 and frames[1].event == "start" and frames[2].is_done
+    assert parser.leftover == b""
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (
+            {"type": "approval", "requestId": "r", "status": "approved", "timestamp": 1},
+            hitl.Signal("r", "approved"),
+        ),
+        ({"requestId": "r", "status": "approved"}, hitl.Signal("r", "approved")),
+        (
+            {"type": "rejection", "requestId": "r", "status": "rejected", "reason": "no"},
+            hitl.Signal("r", "rejected", "no"),
+        ),
+        (
+            {"type": "rejection", "requestId": "r", "status": "rejected"},
+            hitl.Signal("r", "rejected", "사용자 거절"),
+        ),
+        (
+            {
+                "type": "approval",
+                "requestId": "r",
+                "status": "approved",
+                "userId": "x",
+                "extra": [1],
+            },
+            hitl.Signal("r", "approved"),
+        ),
+        ({"type": "approval", "requestId": "r", "status": "rejected"}, None),
+        ({"type": "rejection", "requestId": "r", "status": "approved"}, None),
+        ({"type": "approval", "requestId": "", "status": "approved"}, None),
+        ({"type": "approval", "status": "approved"}, None),
+        ({"type": "approval", "requestId": "r", "status": "maybe"}, None),
+        ([1], None),
+    ],
+)
+def test_parse_signal(payload, expected):
+    assert hitl.parse_signal(json.dumps(payload).encode()) == expected
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[" * 100000])
+def test_parse_signal_never_raises_on_junk(raw):
+    assert hitl.parse_signal(raw) is None
+
+
+def test_state_machine_moves_only_from_pending():
+    record = {"requestId": "r", "status": "pending"}
+    assert hitl.with_status(record, "approved") == {"requestId": "r", "status": "approved"}
+    for final in ("approved", "rejected", "timeout", "cancelled"):
+        assert hitl.with_status({**record, "status": final}, "rejected") is None
+
+
+def test_visibility_is_by_tenant_only():
+    assert hitl.visible_to({"tenantId": "t1"}, "t1")
+    assert not hitl.visible_to({"tenantId": "t1"}, "t2")
+    assert not hitl.visible_to({"tenantId": "t1"}, None)
+    assert not hitl.visible_to(None, "t1")
+
+
+def test_sensitive_actions_follow_the_table_order():
+    assert sensitive_actions("hello") == []
+    assert sensitive_actions("Please MERGE") == ["git_merge"]
+    assert sensitive_actions("배포 and 메일 and merge") == ["git_merge", "send_email", "deploy"]
+    assert sensitive_actions("Deploy the e-mail? no: email") == ["send_email", "deploy"]
+
+
+def test_endings_send_the_contract_events():
+    kinds = {
+        "completed": ["end"],
+        "rejected": ["error"],
+        "timeout": ["failed", "error", "end"],
+        "internal": ["error"],
+        "shutdown": ["error"],
+    }
+    for kind, expected in kinds.items():
+        ending = endings.Ending(kind, reason="r", request_id="req_1")  # type: ignore[arg-type]
+        assert [name for name, _ in ending.events("sess_1")] == expected
+    assert endings.timed_out("req_1").events("s")[2][1]["status"] == "failed"
+    assert endings.rejected("why").events("s")[0][1]["errorType"] == "RejectionError"
+
+
+def test_ids():
+    assert new_session_id().startswith("sess_") and len(new_session_id()) == 37
+    assert new_request_id().startswith("req_") and len(new_request_id()) == 36
+    assert check_path_id("req_AZ-09_x", "id") == "req_AZ-09_x"
+    for bad in ("", "a/b", "a.b", "x" * 129, "ü"):
+        with pytest.raises(ValidationError):
+            check_path_id(bad, "id")
+
+
+def test_settings_defaults_follow_the_contract():
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 1)
+    assert settings.redis_url is None and settings.secret == ""
+    assert settings.heartbeat_seconds == 15 and settings.hitl_timeout_seconds == 300
+    assert (
+        settings.request_ttl_seconds,
+        settings.session_ttl_seconds,
+        settings.signal_ttl_seconds,
+    ) == (1800, 3600, 300)
+    assert settings.event_delay_seconds == 0.05 and settings.max_streams_per_user == 20
+    assert settings.max_sessions == 10000 and settings.max_body_bytes == 65536
+    assert settings.send_timeout_seconds == 30 and settings.shutdown_grace_seconds == 10
+    assert (
+        settings.metrics is False
+        and settings.log_level == "INFO"
+        and settings.jwt_leeway_seconds == 30
+    )
+
+
+def test_settings_read_the_environment_and_cli_wins():
+    env = {"AURA_PORT": "9100", "REDIS_URL": "", "SECRET_KEY": "a" * 32, "JWT_SECRET": "b" * 32,
+           "AURA_METRICS": "1", "AURA_HEARTBEAT_SECONDS": "2.5", "AURA_LOG_LEVEL": "debug"}  # fmt: skip
+    settings = Settings.from_env(env, port=9200, host=None)
+    assert settings.port == 9200 and settings.host == "0.0.0.0"
+    assert settings.redis_url is None and settings.secret == "a" * 32
+    assert (
+        settings.metrics is True
+        and settings.heartbeat_seconds == 2.5
+        and settings.log_level == "DEBUG"
+    )
+    assert Settings.from_env({"JWT_SECRET": "b" * 32}).secret == "b" * 32
+
+
+@pytest.mark.parametrize(
+    "env", [{"AURA_PORT": "x"}, {"AURA_PORT": "-1"}, {"AURA_HEARTBEAT_SECONDS": "0"}, {"AURA_METRICS": "maybe"},
+            {"AURA_WORKERS": "0"}, {"AURA_HITL_TIMEOUT_SECONDS": "nan"}]
+)  # fmt: skip
+def test_bad_settings_are_refused_by_name(env):
+    with pytest.raises(ConfigError, match=next(iter(env))):
+        Settings.from_env(env)
