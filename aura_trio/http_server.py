@@ -10,8 +10,10 @@ let the app drain its streams, close idle connections, then the lifespan.
 from __future__ import annotations
 
 import logging
+import math
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import trio
@@ -44,12 +46,41 @@ def make_config(
     return config
 
 
-class _BoundedSendTCPServer(TCPServer):
-    """Hypercorn's connection handler, with a time limit on each socket write."""
+class SendBound:
+    """The time limit on socket writes: `timeout` each, and never past `cap` (shutdown)."""
 
-    def __init__(self, send_timeout: float, *args: object) -> None:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.cap = math.inf
+        self._active: set[trio.CancelScope] = set()
+
+    @contextmanager
+    def scope(self) -> Iterator[trio.CancelScope]:
+        deadline = min(trio.current_time() + self.timeout, self.cap)
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            self._active.add(scope)
+            try:
+                yield scope
+            finally:
+                self._active.discard(scope)
+
+    def hurry(self, cap: float) -> None:
+        """Let no write, running or future, go past `cap`."""
+        self.cap = cap
+        for scope in self._active:
+            scope.deadline = min(scope.deadline, cap)
+
+
+class _BoundedSendTCPServer(TCPServer):
+    """Hypercorn's connection handler, with a time limit on each socket write.
+
+    Hypercorn shields writes from cancellation, so without a limit a client that
+    stops reading holds its connection, and a graceful shutdown, forever.
+    """
+
+    def __init__(self, bound: SendBound, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
-        self._send_timeout = send_timeout
+        self._bound = bound
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -57,22 +88,25 @@ class _BoundedSendTCPServer(TCPServer):
             return
         async with self.send_lock:
             try:
-                with trio.CancelScope(shield=True), trio.fail_after(self._send_timeout):
+                with self._bound.scope() as scope:
                     await self.stream.send_all(event.data)
+                timed_out = scope.cancelled_caught
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-            except trio.TooSlowError:
-                log.info("dropping a client that accepted no bytes for %.0f s", self._send_timeout)
+                timed_out = False
+            else:
+                if not timed_out:
+                    return
+                log.info("dropping a client that accepted no bytes in time")
                 with trio.CancelScope(shield=True):
                     await self.stream.aclose()
-                await self.protocol.handle(Closed())
+            await self.protocol.handle(Closed())
 
 
 async def serve(
     app: Framework,
     config: Config,
     *,
-    send_timeout: float,
+    send_bound: SendBound,
     shutdown_trigger: Callable[[], Awaitable[None]],
     drain: Callable[[], Awaitable[None]] | None = None,
     sockets: list[socket.socket] | None = None,
@@ -101,7 +135,7 @@ async def serve(
         binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
         handler = partial(
             _BoundedSendTCPServer,
-            send_timeout,
+            send_bound,
             wrapped,
             config,
             context,
@@ -120,6 +154,8 @@ async def serve(
             if drain is not None:
                 await drain()
             await context.terminated.set()
-            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+            deadline = trio.current_time() + config.graceful_timeout
+            send_bound.hurry(deadline)
+            connections.cancel_scope.deadline = deadline
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()

