@@ -29,6 +29,16 @@ def session_tasks() -> list[str]:
     ]
 
 
+async def open_stream_and_stop_reading(port: int) -> trio.socket.SocketType:
+    """Open a stream on a socket with a tiny receive buffer, and never read from it."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((HOST, port))
+    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
+    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    return sock
+
+
 async def test_disconnect_while_waiting_tears_the_session_down(aura, raw_redis):
     baseline = len(all_tasks())
     async with aura.stream("merge please") as stream:
@@ -92,11 +102,7 @@ async def test_client_that_stops_reading_is_backpressured_not_buffered(start_ser
                 produced += 1
 
     aura = await start_server(agent=Firehose(), send_timeout_seconds=30.0)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((HOST, aura.port))
-    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
-    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    sock = await open_stream_and_stop_reading(aura.port)
     # Read nothing more: the producer must stall once socket buffers and the outbox are full.
     previous = -1
     with trio.fail_after(20):
@@ -118,11 +124,7 @@ async def test_client_that_accepts_no_bytes_is_dropped_after_send_timeout(start_
                 await ctx.emit(events.content("z" * 4096, chunk=True))
 
     aura = await start_server(agent=Firehose(), send_timeout_seconds=0.5)
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((HOST, aura.port))
-    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
-    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    sock = await open_stream_and_stop_reading(aura.port)
     await eventually(lambda: len(aura.state.registry) == 1, within=2.0)
     await eventually(lambda: len(aura.state.registry) == 0 and not session_tasks(), within=5.0)
     sock.close()
@@ -137,11 +139,7 @@ async def test_a_stuck_client_cannot_hold_shutdown_past_the_grace(start_server):
     aura = await start_server(
         agent=Firehose(), send_timeout_seconds=60.0, shutdown_grace_seconds=2.0
     )
-    sock = trio.socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    await sock.connect((HOST, aura.port))
-    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
-    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    sock = await open_stream_and_stop_reading(aura.port)
     await eventually(lambda: len(aura.state.registry) == 1, within=2.0)
     await trio.sleep(0.5)  # let the buffers fill: the server is now blocked writing to us
     aura.stop.set()
