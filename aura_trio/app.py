@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import trio
-from quart import Quart, Response, request
+from quart import Quart, Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import hitl
 from .agents import Agent, BuiltinAgent
 from .asgi_connection import ClosingHTTPConnection
-from .auth import Principal, authenticate
 from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
 from .hitl_store import HitlStore
+from .metrics import CONTENT_TYPE, Metrics
 from .redis_bus import RedisBus
 from .registry import SessionRegistry
 from .responses import json_response
 from .settings import Settings
+from .state import AuraState
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +32,6 @@ _HTTP_ERROR_CODES = {
 }
 
 
-@dataclass
-class AuraState:
-    """Everything a request handler needs, owned by one app."""
-
-    settings: Settings
-    agent: Agent
-    bus: RedisBus
-    store: HitlStore
-    registry: SessionRegistry
-    bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-
-    def authenticate(self) -> Principal:
-        return authenticate(request.headers, self.settings.secret, self.settings.jwt_leeway_seconds)
-
-    async def drain(self, within: float) -> None:
-        """End every open stream with `ServerShutdown` and wait up to `within` seconds."""
-        self.registry.drain()
-        with trio.move_on_after(within):
-            await self.registry.wait_empty()
-        if len(self.registry):
-            log.warning("%d streams still open after the shutdown grace", len(self.registry))
-
-
 def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     """Build the app. Its Redis subscriber starts and stops with the app's lifespan."""
     if settings.redis_url is None:
@@ -63,6 +40,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     app = QuartTrio(__name__)
     app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    metrics = Metrics()
     bus = RedisBus(
         settings.redis_url,
         channel_prefix=hitl.CHANNEL_PREFIX,
@@ -70,6 +48,8 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout_seconds,
         poll_interval=settings.signal_poll_seconds,
+        on_subscribed=metrics.redis_subscriptions.inc,
+        on_lag=metrics.subscriber_lag.observe,
     )
     state = AuraState(
         settings=settings,
@@ -84,6 +64,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         registry=SessionRegistry(
             max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
         ),
+        metrics=metrics,
     )
     app.extensions["aura"] = state
 
@@ -97,6 +78,12 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
 
     _register_error_handlers(app)
     _register_health(app, state)
+    if settings.metrics:
+
+        @app.get("/metrics")
+        async def metrics_page() -> Response:
+            return Response(state.metrics.render(), content_type=CONTENT_TYPE)
+
     from .hitl_api import register_hitl_routes
     from .stream_api import register_stream_routes
 

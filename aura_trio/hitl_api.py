@@ -14,7 +14,7 @@ from .responses import json_response
 from .stream_api import read_json_object
 
 if TYPE_CHECKING:
-    from .app import AuraState
+    from .state import AuraState
 
 _MAX_REASON_CHARS = 2000
 

@@ -98,10 +98,14 @@ class RedisBus:
         max_connections: int = 16,
         timeout: float = 3.0,
         poll_interval: float = 5.0,
+        on_subscribed: Callable[[], object] | None = None,
+        on_lag: Callable[[float], object] | None = None,
     ) -> None:
         self._channel_prefix = channel_prefix.encode()
         self._stored_prefix = stored_prefix
         self._poll_interval = poll_interval
+        self._on_subscribed_hook = on_subscribed
+        self._on_lag = on_lag
         common: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": min(timeout, 2.0),
@@ -290,7 +294,9 @@ class RedisBus:
                     failures = 0
                     trio.from_thread.run_sync(self._on_subscribed)
                 elif message["type"] == "pmessage":
-                    trio.from_thread.run_sync(self._on_message, message["channel"], message["data"])
+                    trio.from_thread.run_sync(
+                        self._on_message, message["channel"], message["data"], time.monotonic()
+                    )
         finally:
             if pubsub is not None:
                 pubsub.close()
@@ -300,6 +306,8 @@ class RedisBus:
         self.last_error = None
         self.subscribed_count += 1
         self._first_subscription.set()
+        if self._on_subscribed_hook is not None:
+            self._on_subscribed_hook()
         log.info("subscribed to Redis signals (subscription #%d)", self.subscribed_count)
         self.request_resync()
 
@@ -309,11 +317,13 @@ class RedisBus:
         self.connected = False
         self.last_error = error
 
-    def _on_message(self, channel: bytes, payload: bytes) -> None:
+    def _on_message(self, channel: bytes, payload: bytes, read_at: float) -> None:
         topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
         subscription = self._subscriptions.get(topic)
         if subscription is not None:
             subscription.deliver(payload)
+        if self._on_lag is not None:
+            self._on_lag(time.monotonic() - read_at)
 
 
 def _sleep_checking_cancel(seconds: float) -> None:

@@ -24,14 +24,11 @@ import trio
 from quart.wrappers.response import ResponseBody
 
 from . import endings, events, hitl, sse
-from .agents import Agent, StreamRequest
+from .agents import StreamRequest
 from .auth import Principal
 from .errors import StoreUnavailable
-from .hitl_store import HitlStore
 from .ids import new_request_id, new_session_id
-from .redis_bus import RedisBus
-from .registry import SessionRegistry
-from .settings import Settings
+from .state import AuraState
 from .waiter import SignalWaiter
 
 log = logging.getLogger(__name__)
@@ -48,28 +45,28 @@ class Session:
         *,
         request: StreamRequest,
         principal: Principal,
-        agent: Agent,
-        bus: RedisBus,
-        store: HitlStore,
-        registry: SessionRegistry,
-        settings: Settings,
+        state: AuraState,
         last_event_id: int = 0,
     ) -> None:
         self.session_id = new_session_id()
         self.user_id = principal.user_id
         self.tenant_id = principal.tenant_id
         self.request = request
-        self._agent = agent
-        self._bus = bus
-        self._store = store
-        self._registry = registry
-        self._settings = settings
+        self._agent = state.agent
+        self._bus = state.bus
+        self._store = state.store
+        self._registry = state.registry
+        self._settings = state.settings
+        self._metrics = state.metrics
+        self._log = {"sessionId": self.session_id, "tenantId": self.tenant_id}
+        self._started = trio.current_time()
         self._next_id = last_event_id + 1
         self._outbox, self.frames = trio.open_memory_channel[bytes](OUTBOX_FRAMES)
         self._outbox.send_nowait(sse.CONNECTED)
         self._last_write = trio.current_time()
         self._scope = trio.CancelScope()
         self._waiter: SignalWaiter | None = None
+        self._asked_at = 0.0
         self.ending: endings.Ending | None = None
         self.closed = trio.Event()
 
@@ -84,6 +81,8 @@ class Session:
 
         Cancelled from outside when the client goes away: cleanup still runs, once.
         """
+        self._metrics.open_sessions.inc()
+        log.debug("session started", extra=self._log)
         async with self._outbox:
             try:
                 await self._run_tasks()
@@ -96,9 +95,7 @@ class Session:
 
     async def _run_tasks(self) -> None:
         with self._bus.subscribe(self.session_id) as subscription:
-            self._waiter = SignalWaiter(
-                subscription, self._store, lambda reason: self.finish(endings.rejected(reason))
-            )
+            self._waiter = SignalWaiter(subscription, self._store, self._rejected)
             try:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
@@ -106,7 +103,7 @@ class Session:
                         nursery.start_soon(self._heartbeat)
                         nursery.start_soon(self._waiter.run)
             except Exception:
-                log.exception("session failed", extra={"sessionId": self.session_id})
+                log.exception("session failed", extra=self._log)
                 self.finish(endings.INTERNAL)
 
     async def _run_agent(self) -> None:
@@ -114,7 +111,7 @@ class Session:
             await self.emit(events.start(self.session_id))
             await self._agent.run(self)
         except Exception:
-            log.exception("agent failed", extra={"sessionId": self.session_id})
+            log.exception("agent failed", extra=self._log)
             self.finish(endings.INTERNAL)
         else:
             self.finish(endings.COMPLETED)
@@ -128,18 +125,34 @@ class Session:
 
     async def _cleanup(self) -> None:
         self._registry.release(self)
+        ending = self.ending.kind if self.ending else "disconnected"
+        self._metrics.open_sessions.dec()
+        self._metrics.sessions.labels(ending).inc()
+        log.info(
+            "session ended: %s after %.3f s",
+            ending,
+            trio.current_time() - self._started,
+            extra=self._log,
+        )
         try:
             pending = self._waiter.forget() if self._waiter else None
-            if pending is not None:
-                await self._store.settle(pending, hitl.CANCELLED)
+            if pending is not None and (
+                await self._store.settle(pending, hitl.CANCELLED) == hitl.CANCELLED
+            ):
+                self._decided(pending, hitl.CANCELLED)
         except StoreUnavailable as error:
-            log.warning(
-                "could not cancel a pending HITL request: %s",
-                error,
-                extra={"sessionId": self.session_id},
-            )
+            log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:
             self.closed.set()
+
+    def _decided(self, request_id: str, kind: str) -> None:
+        self._metrics.decisions.labels(kind).inc()
+        self._metrics.hitl_wait.observe(trio.current_time() - self._asked_at)
+        log.info("HITL request %s", kind, extra={**self._log, "requestId": request_id})
+
+    def _rejected(self, request_id: str, reason: str) -> None:
+        self._decided(request_id, hitl.REJECTED)
+        self.finish(endings.rejected(reason))
 
     async def _write(self, frame: bytes) -> None:
         await self._outbox.send(frame)
@@ -152,6 +165,7 @@ class Session:
         frame = sse.encode_event(self._next_id, event_type, data)
         self._next_id += 1
         await self._write(frame)
+        self._metrics.event_sent(event_type)
 
     async def request_approval(
         self,
@@ -163,6 +177,7 @@ class Session:
         assert self._waiter is not None, "only the agent task asks for approval"
         request_id = new_request_id()
         approved = self._waiter.expect(request_id)
+        self._asked_at = trio.current_time()
         created_at = events.now()
         expires_at = created_at + math.ceil(self._settings.hitl_timeout_seconds)
         await self._store.open_request(
@@ -184,12 +199,14 @@ class Session:
         await self.emit(
             events.hitl(request_id, self.session_id, action_type, message, context, expires_at)
         )
+        log.info("HITL request asked", extra={**self._log, "requestId": request_id})
         with trio.move_on_after(self._settings.hitl_timeout_seconds):
             await approved.wait()
-            return
-        await self._time_out(request_id)
+        if not approved.is_set():
+            await self._time_out(request_id)
         if not approved.is_set():
             await trio.sleep_forever()  # the session's scope is cancelled: never returns
+        self._decided(request_id, hitl.APPROVED)
 
     async def _time_out(self, request_id: str) -> None:
         assert self._waiter is not None
@@ -202,6 +219,7 @@ class Session:
             # A decision was stored just before the deadline: it is not lost.
             self._waiter.resolve(request_id, stored, None)  # type: ignore[arg-type]
         elif self._waiter.forget() == request_id:
+            self._decided(request_id, hitl.TIMEOUT)
             self.finish(endings.timed_out(request_id))
 
 

@@ -14,7 +14,7 @@ from .session import Session, SessionBody
 from .sse import parse_last_event_id
 
 if TYPE_CHECKING:
-    from .app import AuraState
+    from .state import AuraState
 
 
 async def read_json_object(*, required: bool) -> dict[str, Any]:
@@ -83,11 +83,7 @@ def register_stream_routes(app: Quart, state: AuraState) -> None:
         session = Session(
             request=stream_request,
             principal=principal,
-            agent=state.agent,
-            bus=state.bus,
-            store=state.store,
-            registry=state.registry,
-            settings=settings,
+            state=state,
             last_event_id=parse_last_event_id(request.headers.get("Last-Event-ID")),
         )
         state.registry.admit(session)

@@ -24,11 +24,15 @@ class SignalWaiter:
 
     Args:
         subscription: the session's subscription, registered before any request exists.
-        on_rejected: called with the reason when the awaited request is rejected.
+        on_rejected: called with the request id and the reason when the awaited request
+            is rejected.
     """
 
     def __init__(
-        self, subscription: Subscription, store: HitlStore, on_rejected: Callable[[str], None]
+        self,
+        subscription: Subscription,
+        store: HitlStore,
+        on_rejected: Callable[[str, str], None],
     ) -> None:
         self._subscription = subscription
         self._store = store
@@ -62,7 +66,7 @@ class SignalWaiter:
         if decision == hitl.APPROVED:
             self._approved.set()
         else:
-            self._on_rejected(reason or hitl.DEFAULT_REJECT_REASON)
+            self._on_rejected(request_id, reason or hitl.DEFAULT_REJECT_REASON)
 
     async def run(self) -> None:
         """Handle this session's signals until cancelled."""

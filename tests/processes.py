@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,11 +61,33 @@ def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path, within: flo
     raise TimeoutError(f"server did not start: {log_path.read_text()}")
 
 
+def _wait_for_connect(
+    process: subprocess.Popen[bytes], log_path: Path, port: int, within: float
+) -> int:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return port
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()}")
+        time.sleep(0.05)
+    raise TimeoutError(f"server did not start: {log_path.read_text()}")
+
+
 @contextmanager
 def run_server(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, name: str = "server"
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    name: str = "server",
+    port: int = 0,
 ) -> Iterator[ServerProcess]:
-    """`python -m aura_trio serve --host 127.0.0.1 --port 0 ...`; stopped (SIGTERM) on exit."""
+    """`python -m aura_trio serve --host 127.0.0.1 --port PORT ...`; SIGTERM on exit.
+
+    With port 0 the port is read from the INFO log line `listening on ...`; pass a free
+    port when the log level hides that line.
+    """
     log_path = tmp_path / f"{name}.log"
     environment = {
         **os.environ,
@@ -72,26 +95,20 @@ def run_server(
         "AURA_EVENT_DELAY_SECONDS": "0",
         **(env or {}),
     }
+    command = [sys.executable, "-m", "aura_trio", "serve", "--host", "127.0.0.1"]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aura_trio",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                *args,
-            ],
+            [*command, "--port", str(port), *args],
             stdout=log_file,
             stderr=log_file,
             env=environment,
         )
     server = ServerProcess(process, log_path, 0)
     try:
-        server.port = _wait_for_port(process, log_path, within=20)
+        if port:
+            server.port = _wait_for_connect(process, log_path, port, within=20)
+        else:
+            server.port = _wait_for_port(process, log_path, within=20)
         yield server
     finally:
         if process.poll() is None:

@@ -1,0 +1,43 @@
+"""What every handler and session of one app shares."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import trio
+from quart import request
+
+from .agents import Agent
+from .auth import Principal, authenticate
+from .hitl_store import HitlStore
+from .metrics import Metrics
+from .redis_bus import RedisBus
+from .registry import SessionRegistry
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AuraState:
+    """Everything a request handler needs, owned by one app."""
+
+    settings: Settings
+    agent: Agent
+    bus: RedisBus
+    store: HitlStore
+    registry: SessionRegistry
+    metrics: Metrics
+    bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+    def authenticate(self) -> Principal:
+        return authenticate(request.headers, self.settings.secret, self.settings.jwt_leeway_seconds)
+
+    async def drain(self, within: float) -> None:
+        """End every open stream with `ServerShutdown` and wait up to `within` seconds."""
+        self.registry.drain()
+        with trio.move_on_after(within):
+            await self.registry.wait_empty()
+        if len(self.registry):
+            log.warning("%d streams still open after the shutdown grace", len(self.registry))
