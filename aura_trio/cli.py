@@ -88,7 +88,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, worker=args.worker_index)
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     if not settings.secret and args.dev and args.worker_index is None:

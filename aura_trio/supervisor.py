@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -43,9 +45,12 @@ class Supervisor:
         self._settings = settings
         self._workers: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
+        self._metrics_dir: str | None = None
 
     def _spawn(self, index: int, port: int) -> None:
         env = dict(os.environ)
+        if self._metrics_dir is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         env.update(
             {
                 "AURA_HOST": self._settings.host,
@@ -74,6 +79,9 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         reserved = reserve_port(self._settings.host, self._settings.port)
         port = reserved.getsockname()[1]
+        if self._settings.metrics:
+            # One /metrics for all workers: prometheus-client's multiprocess mode.
+            self._metrics_dir = tempfile.mkdtemp(prefix="aura-metrics-")
         try:
             for index in range(self._settings.workers):
                 self._spawn(index, port)
@@ -85,6 +93,7 @@ class Supervisor:
                 for index, process in list(self._workers.items()):
                     code = process.poll()
                     if code is not None and not self._stopping:
+                        self._forget_metrics_of(process.pid)
                         log.error(
                             "worker %d exited with %d; restarting",
                             index,
@@ -96,8 +105,16 @@ class Supervisor:
             return self._stop()
         finally:
             reserved.close()
+            if self._metrics_dir is not None:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _forget_metrics_of(self, pid: int) -> None:
+        if self._metrics_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid, self._metrics_dir)  # type: ignore[no-untyped-call]
 
     def _stop(self) -> int:
         for process in self._workers.values():
@@ -114,5 +131,6 @@ class Supervisor:
                 )
                 process.kill()
                 code = process.wait()
-            status = status or (0 if code == 0 else 1)
+            # A worker still starting up when the signal came dies of it, having served nothing.
+            status = status or (0 if code in (0, -signal.SIGTERM) else 1)
         return status

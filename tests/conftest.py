@@ -112,7 +112,7 @@ def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-def make_settings(redis_url: str, **overrides: Any) -> Settings:
+def make_settings(*, redis_url: str, **overrides: Any) -> Settings:
     base = Settings(
         host="127.0.0.1",
         port=0,
@@ -141,7 +141,8 @@ async def start_server(
         async with trio.open_nursery() as nursery:
 
             async def start(*, agent: Agent | None = None, **overrides: Any) -> Aura:
-                settings = make_settings(redis_server.url, **overrides)
+                overrides.setdefault("redis_url", redis_server.url)
+                settings = make_settings(**overrides)
                 app = create_app(settings, agent=agent)
                 stop, stopped = trio.Event(), trio.Event()
                 stops.append(stop)

@@ -38,23 +38,22 @@ class ServerProcess:
         return self.process.wait(timeout)
 
 
-def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path, within: float) -> int:
+def _wait_for_port(
+    process: subprocess.Popen[bytes], log_path: Path, within: float, listeners: int
+) -> int:
+    """The port from the `listening on http://host:port` lines, once `listeners` logged it."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
+        ports = []
         for line in log_path.read_text(errors="replace").splitlines():
             try:
-                entry = json.loads(line)
+                message = json.loads(line).get("msg", "")
             except ValueError:
                 continue
-            if entry.get("msg", "").startswith("listening on") or entry.get("msg", "").startswith(
-                "supervising"
-            ):
-                text = entry["msg"]
-                return (
-                    int(text.split(":")[-1].split()[0])
-                    if "http" in text
-                    else int(text.rsplit(" ", 1)[1])
-                )
+            if message.startswith("listening on http://"):
+                ports.append(int(message.rsplit(":", 1)[1]))
+        if len(ports) >= listeners:
+            return ports[0]
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()}")
         time.sleep(0.05)
@@ -108,7 +107,8 @@ def run_server(
         if port:
             server.port = _wait_for_connect(process, log_path, port, within=20)
         else:
-            server.port = _wait_for_port(process, log_path, within=20)
+            workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+            server.port = _wait_for_port(process, log_path, within=20, listeners=workers)
         yield server
     finally:
         if process.poll() is None:

@@ -1,0 +1,70 @@
+"""Redis going away and coming back, with real redis-server processes."""
+
+from __future__ import annotations
+
+import trio
+
+from aura_trio import client, events
+from aura_trio.agents import AgentContext
+
+from .conftest import free_port, start_redis
+from .helpers import HOST, events_of, eventually, rest_of, stream_target, until_hitl
+
+
+async def _ready(port: int) -> int:
+    return (await client.request(HOST, port, "GET", "/health/ready")).status
+
+
+async def test_redis_down_at_start_then_back_without_a_restart(start_server, tmp_path):
+    redis_port = free_port()
+    aura = await start_server(redis_url=f"redis://127.0.0.1:{redis_port}/0")
+
+    live = await client.request(HOST, aura.port, "GET", "/health")
+    assert live.status == 200
+    ready = await client.request(HOST, aura.port, "GET", "/health/ready")
+    assert ready.status == 503
+    assert ready.json()["errorCode"] == "REDIS_UNAVAILABLE" and "Redis" in ready.json()["message"]
+    with trio.fail_after(2):  # a fast answer, never a hang
+        refused = await aura.request("GET", stream_target("merge"))
+    assert refused.status == 503 and refused.headers["retry-after"].isdigit()
+    assert refused.json()["status"] == "ERROR"
+
+    redis = start_redis(tmp_path, redis_port)
+    try:
+        with trio.fail_after(10):
+            while await _ready(aura.port) != 200:
+                await trio.sleep(0.1)
+        async with aura.stream("merge") as stream:
+            hitl = await until_hitl(stream)
+            assert (await aura.approve(hitl["requestId"])).status == 200
+            assert events_of(await rest_of(stream))[-1] == "end"
+    finally:
+        redis.process.kill()
+        redis.process.wait()
+    with trio.fail_after(10):
+        while await _ready(aura.port) != 503:
+            await trio.sleep(0.1)
+
+
+async def test_redis_stopping_while_a_session_stores_its_request_ends_it(start_server, tmp_path):
+    redis = start_redis(tmp_path)
+    go = trio.Event()
+
+    class WaitsThenAsks:
+        async def run(self, ctx: AgentContext) -> None:
+            await ctx.emit(events.thought("analysis", "about to ask"))
+            await go.wait()
+            await ctx.request_approval("git_merge", {}, "ok?", {})
+
+    aura = await start_server(agent=WaitsThenAsks(), redis_url=redis.url)
+    async with aura.stream("merge") as stream:
+        await stream.events_until("thought")
+        redis.process.kill()
+        redis.process.wait()
+        go.set()
+        with trio.fail_after(10):  # bounded by the Redis timeout, never a hang
+            frames = await rest_of(stream)
+    assert events_of(frames) == ["error"]
+    assert frames[0].json()["errorType"] == "InternalError"
+    assert frames[-1].is_done
+    await eventually(lambda: len(aura.state.registry) == 0)

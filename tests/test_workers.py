@@ -1,0 +1,135 @@
+"""`serve --workers N`: several processes on one port and one Redis, supervised."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from aura_trio import client
+
+from .helpers import HOST, auth, events_of, rest_of, stream_target, until_hitl
+from .processes import run_server
+
+STREAMS = 16
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def worker_pids(supervisor_pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(supervisor_pid)], capture_output=True, text=True
+    ).stdout
+    return [int(pid) for pid in out.split()]
+
+
+async def _open_waiting_streams(
+    port: int, count: int, nursery: trio.Nursery, results: list
+) -> list:
+    """Open `count` streams (distinct users) and return their hitl data once all wait."""
+    waiting: list[dict] = []
+
+    async def one(n: int) -> None:
+        headers = auth(f"user{n}")
+        async with client.open_sse(HOST, port, stream_target("merge"), headers=headers) as stream:
+            hitl = await until_hitl(stream)
+            waiting.append({**hitl, "headers": headers})
+            results.append(await rest_of(stream))
+
+    for n in range(count):
+        nursery.start_soon(one, n)
+    with trio.fail_after(20):
+        while len(waiting) < count:
+            await trio.sleep(0.02)
+    return waiting
+
+
+async def test_workers_share_one_port_and_approve_each_others_sessions(
+    tmp_path, redis_server, raw_redis
+):
+    env = {"REDIS_URL": redis_server.url, "AURA_METRICS": "1"}
+    with run_server(tmp_path, "--workers", "2", env=env) as server:
+        assert len(worker_pids(server.process.pid)) == 2
+        results: list = []
+        async with trio.open_nursery() as nursery:
+            waiting = await _open_waiting_streams(server.port, STREAMS, nursery, results)
+            for hitl in waiting:
+                response = await client.request(
+                    HOST,
+                    server.port,
+                    "POST",
+                    f"/aura/hitl/approve/{hitl['requestId']}",
+                    headers=hitl["headers"],
+                )
+                assert response.status == 200
+        assert [events_of(frames)[-1] for frames in results] == ["end"] * STREAMS
+        # Any worker's /metrics answers for both.
+        for _ in range(4):
+            page = await client.request(HOST, server.port, "GET", "/metrics")
+            completed = [
+                s.value
+                for family in text_string_to_metric_families(page.body.decode())
+                for s in family.samples
+                if s.name == "aura_sessions_total" and s.labels == {"ending": "completed"}
+            ]
+            assert completed == [STREAMS]
+        assert server.stop() == 0
+    ended_on = {
+        e.get("worker") for e in server.logs() if e.get("msg", "").startswith("session ended")
+    }
+    assert ended_on == {0, 1}, "both workers should have served sessions"
+
+
+async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path, redis_server, raw_redis):
+    env = {"REDIS_URL": redis_server.url, "AURA_SHUTDOWN_GRACE_SECONDS": "4"}
+    with run_server(tmp_path, "--workers", "2", env=env) as server:
+        results: list = []
+        async with trio.open_nursery() as nursery:
+            waiting = await _open_waiting_streams(server.port, STREAMS, nursery, results)
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+        assert server.stop(timeout=15) == 0
+        took = time.monotonic() - signalled
+    for frames in results:
+        assert events_of(frames) == ["error"]
+        assert frames[0].json()["errorType"] == "ServerShutdown"
+        assert frames[-1].is_done
+    for hitl in waiting:
+        assert (
+            json.loads(raw_redis.get(f"hitl:request:{hitl['requestId']}"))["status"] == "cancelled"
+        )
+    assert took < 4 + 3, f"shutdown took {took:.1f} s"
+
+
+async def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
+    tmp_path, redis_server, raw_redis
+):
+    with run_server(tmp_path, "--workers", "2", env={"REDIS_URL": redis_server.url}) as server:
+        first, second = worker_pids(server.process.pid)
+        os.kill(first, signal.SIGKILL)
+        with trio.fail_after(5):  # dead (a zombie or reaped): its listening socket is closed
+            while _alive(first):
+                await trio.sleep(0.01)
+        for _ in range(6):  # until its replacement is up, the other worker serves alone
+            async with client.open_sse(
+                HOST, server.port, stream_target("hi"), headers=auth()
+            ) as stream:
+                assert events_of(await rest_of(stream))[-1] == "end"
+        with trio.fail_after(10):
+            while (
+                first in worker_pids(server.process.pid) or len(worker_pids(server.process.pid)) < 2
+            ):
+                await trio.sleep(0.1)
+        assert second in worker_pids(server.process.pid)
+        assert server.stop() == 0
