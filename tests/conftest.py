@@ -74,12 +74,12 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
 
 
-def start_redis(directory: Path, port: int | None = None) -> RedisServer:
+def start_redis(directory: Path, port: int | None = None, *options: str) -> RedisServer:
     binary = find_server_binary()
     port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--logfile", str(directory / "redis.log")],
+         "--dir", str(directory), "--logfile", str(directory / "redis.log"), *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -164,3 +164,8 @@ async def start_server(
 @pytest.fixture
 async def aura(start_server: StartServer) -> Aura:
     return await start_server()
+
+
+def start_redis_with_aof(directory: Path, port: int | None = None) -> RedisServer:
+    """A Redis that keeps its data across SIGKILL (appendonly, fsync always)."""
+    return start_redis(directory, port, "--appendonly", "yes", "--appendfsync", "always")
