@@ -14,6 +14,7 @@ from .agents import Agent, BuiltinAgent
 from .asgi_connection import ClosingHTTPConnection
 from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
 from .hitl_store import HitlStore
+from .liveness import Liveness, new_worker_id, requests_key
 from .metrics import CONTENT_TYPE, Metrics
 from .redis_bus import RedisBus
 from .registry import SessionRegistry
@@ -51,16 +52,20 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         on_subscribed=metrics.redis_subscriptions.inc,
         on_lag=metrics.subscriber_lag.observe,
     )
+    worker_id = new_worker_id()
+    store = HitlStore(
+        bus,
+        request_ttl=settings.request_ttl_seconds,
+        session_ttl=settings.session_ttl_seconds,
+        signal_ttl=settings.signal_ttl_seconds,
+        owned_set=requests_key(worker_id),
+    )
     state = AuraState(
         settings=settings,
         agent=agent or BuiltinAgent(settings.event_delay_seconds),
         bus=bus,
-        store=HitlStore(
-            bus,
-            request_ttl=settings.request_ttl_seconds,
-            session_ttl=settings.session_ttl_seconds,
-            signal_ttl=settings.signal_ttl_seconds,
-        ),
+        store=store,
+        liveness=Liveness(bus, store, worker_id, settings.worker_ttl_seconds),
         registry=SessionRegistry(
             max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
         ),
@@ -69,11 +74,14 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     app.extensions["aura"] = state
 
     @app.before_serving
-    async def start_bus() -> None:
-        await app.nursery.start(_run_bus, state)
+    async def start_background() -> None:
+        await app.nursery.start(_run_background, state)
+        log.info("worker %s started", state.liveness.worker_id)
 
     @app.after_serving
-    async def stop_bus() -> None:
+    async def stop_background() -> None:
+        with trio.move_on_after(2):
+            await state.liveness.say_goodbye()
         state.bus_scope.cancel()
 
     _register_error_handlers(app)
@@ -97,11 +105,15 @@ def state_of(app: Quart) -> AuraState:
     return state
 
 
-async def _run_bus(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
+async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
+    """The Redis bus and this worker's liveness, until `state.bus_scope` is cancelled."""
     # An exception escaping a task on app.nursery would wreck the lifespan (PITFALLS 5).
     with state.bus_scope:
         try:
-            await state.bus.run(task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(state.bus.run)
+                await nursery.start(state.liveness.run)
+                task_status.started()
         except Exception:
             log.exception("the Redis bus stopped")
 

@@ -17,24 +17,43 @@ class HitlStore:
     """Reads and atomic state changes of HITL requests, scoped by tenant."""
 
     def __init__(
-        self, bus: RedisBus, *, request_ttl: int, session_ttl: int, signal_ttl: int
+        self,
+        bus: RedisBus,
+        *,
+        request_ttl: int,
+        session_ttl: int,
+        signal_ttl: int,
+        owned_set: str | None = None,
     ) -> None:
+        """`owned_set`: where this process lists the requests it opened (see `liveness`)."""
         self._bus = bus
+        self._owned_set = owned_set
         self._request_ttl = request_ttl
         self._session_ttl = session_ttl
         self._signal_ttl = signal_ttl
 
     async def open_request(self, record: dict[str, Any]) -> None:
-        """Store a new pending request and point its session at it, in one step."""
+        """Store a new pending request, point its session at it and list it as this
+        process's, in one step."""
+        request_id = record["requestId"]
         session = hitl.session_record(
-            record["sessionId"], record["requestId"], record["userId"], record["tenantId"]
+            record["sessionId"], request_id, record["userId"], record["tenantId"]
+        )
+        owned = (
+            None if self._owned_set is None else (self._owned_set, request_id, self._request_ttl)
         )
         await self._bus.set_many(
             [
-                (hitl.request_key(record["requestId"]), hitl.encode(record), self._request_ttl),
+                (hitl.request_key(request_id), hitl.encode(record), self._request_ttl),
                 (hitl.session_key(record["sessionId"]), hitl.encode(session), self._session_ttl),
-            ]
+            ],
+            add_to=owned,
         )
+
+    async def disown(self, request_ids: list[str]) -> None:
+        """This process no longer waits for these requests (they are settled)."""
+        if self._owned_set is not None:
+            await self._bus.remove_members(self._owned_set, request_ids)
 
     async def read_request(self, request_id: str, tenant_id: str | None) -> dict[str, Any]:
         """The request, if the caller's tenant owns it.

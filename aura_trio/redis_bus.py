@@ -153,16 +153,58 @@ class RedisBus:
         values: list[bytes | None] = await self._call(self._client.mget, list(keys), abandon=True)
         return values
 
-    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
-        """SET each `(key, value, ttl seconds)` in one MULTI/EXEC."""
+    async def set_many(
+        self,
+        items: Sequence[tuple[str, bytes, int]],
+        *,
+        add_to: tuple[str, str, int] | None = None,
+    ) -> None:
+        """SET each `(key, value, ttl seconds)` in one MULTI/EXEC.
+
+        With `add_to=(set key, member, ttl)` the member joins that set in the same
+        step, and the set's TTL is renewed.
+        """
 
         def run() -> None:
             with self._client.pipeline(transaction=True) as pipe:
                 for key, value, ttl in items:
                     pipe.set(key, value, ex=ttl)
+                if add_to is not None:
+                    set_key, member, ttl = add_to
+                    pipe.sadd(set_key, member)
+                    pipe.expire(set_key, ttl)
                 pipe.execute()
 
         await self._call(run)
+
+    async def set(self, key: str, value: bytes, ttl: int) -> None:
+        await self._call(partial(self._client.set, key, value, ex=ttl))
+
+    async def delete(self, *keys: str) -> None:
+        await self._call(self._client.delete, *keys)
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._call(self._client.exists, key, abandon=True))
+
+    async def add_member(self, set_key: str, member: str) -> None:
+        await self._call(self._client.sadd, set_key, member)
+
+    async def remove_members(self, set_key: str, members: Sequence[str]) -> None:
+        if members:
+            await self._call(self._client.srem, set_key, *members)
+
+    async def members(self, set_key: str) -> list[str]:
+        raw = await self._call(self._client.smembers, set_key, abandon=True)
+        return sorted(m.decode("utf-8", "replace") for m in raw)
+
+    async def keys_matching(self, pattern: str) -> list[str]:
+        """Every key matching `pattern` (SCAN, never KEYS: Redis is not blocked)."""
+
+        def run() -> list[str]:
+            return [k.decode("utf-8", "replace") for k in self._client.scan_iter(pattern, 200)]
+
+        keys: list[str] = await self._call(run, abandon=True)
+        return keys
 
     async def compare_and_set(
         self,

@@ -67,6 +67,7 @@ class Session:
         self._scope = trio.CancelScope()
         self._waiter: SignalWaiter | None = None
         self._asked_at = 0.0
+        self._opened: list[str] = []
         self.ending: endings.Ending | None = None
         self.closed = trio.Event()
 
@@ -140,6 +141,8 @@ class Session:
                 await self._store.settle(pending, hitl.CANCELLED) == hitl.CANCELLED
             ):
                 self._decided(pending, hitl.CANCELLED)
+            if self._opened:
+                await self._store.disown(self._opened)
         except StoreUnavailable as error:
             log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:
@@ -178,6 +181,7 @@ class Session:
         request_id = new_request_id()
         approved = self._waiter.expect(request_id)
         self._asked_at = trio.current_time()
+        self._opened.append(request_id)
         created_at = events.now()
         expires_at = created_at + math.ceil(self._settings.hitl_timeout_seconds)
         await self._store.open_request(

@@ -42,6 +42,7 @@ class Settings:
     # (ours, not in the contract table) how often every waiting session's stored
     # signal is re-read, the safety net for a PUBLISH nobody received.
     signal_poll_seconds: float = 5.0
+    worker_ttl_seconds: int = 15
     keep_alive_seconds: float = 5.0
     redis_timeout_seconds: float = 3.0
     redis_max_connections: int = 16
@@ -91,6 +92,9 @@ class Settings:
             "log_level": reader.text("AURA_LOG_LEVEL", d.log_level).upper(),
             "signal_poll_seconds": reader.number(
                 "AURA_SIGNAL_POLL_SECONDS", d.signal_poll_seconds, positive=True
+            ),
+            "worker_ttl_seconds": reader.integer(
+                "AURA_WORKER_TTL_SECONDS", d.worker_ttl_seconds, minimum=1
             ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -11,6 +11,7 @@ from quart import request
 from .agents import Agent
 from .auth import Principal, authenticate
 from .hitl_store import HitlStore
+from .liveness import Liveness
 from .metrics import Metrics
 from .redis_bus import RedisBus
 from .registry import SessionRegistry
@@ -29,6 +30,7 @@ class AuraState:
     store: HitlStore
     registry: SessionRegistry
     metrics: Metrics
+    liveness: Liveness
     bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def authenticate(self) -> Principal:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import h11
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -133,3 +134,60 @@ async def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
                 await trio.sleep(0.1)
         assert second in worker_pids(server.process.pid)
         assert server.stop() == 0
+
+
+async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
+    tmp_path, redis_server, raw_redis
+):
+    env = {"REDIS_URL": redis_server.url, "AURA_WORKER_TTL_SECONDS": "1"}
+    waiting: list[dict] = []
+    broken: list[dict] = []
+    finished: list[dict] = []
+
+    async def one(n: int) -> None:
+        headers = auth(f"user{n}")
+        async with client.open_sse(
+            HOST, server.port, stream_target("merge"), headers=headers
+        ) as stream:
+            hitl = {**await until_hitl(stream), "headers": headers}
+            waiting.append(hitl)
+            try:
+                frames = await rest_of(stream)
+            except (trio.BrokenResourceError, h11.RemoteProtocolError):
+                broken.append(hitl)
+            else:
+                assert events_of(frames)[-1] == "end"
+                finished.append(hitl)
+
+    def status(hitl: dict) -> str:
+        return json.loads(raw_redis.get(f"hitl:request:{hitl['requestId']}"))["status"]
+
+    with run_server(tmp_path, "--workers", "2", env=env) as server:
+        victim = worker_pids(server.process.pid)[0]
+        async with trio.open_nursery() as nursery:
+            for n in range(STREAMS):
+                nursery.start_soon(one, n)
+            with trio.fail_after(20):
+                while len(waiting) < STREAMS:
+                    await trio.sleep(0.02)
+            os.kill(victim, signal.SIGKILL)
+            with trio.fail_after(10):
+                while not broken:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.3)  # every stream of the victim has broken by now
+            assert 0 < len(broken) < STREAMS, "sessions should have been spread over both workers"
+            with trio.fail_after(10):  # swept once the victim's heartbeat (1 s) has expired
+                while not all(status(h) == "cancelled" for h in broken):
+                    await trio.sleep(0.1)
+            survivors = [h for h in waiting if h not in broken]
+            assert all(status(h) == "pending" for h in survivors)
+            for hitl in waiting:
+                response = await client.request(
+                    HOST,
+                    server.port,
+                    "POST",
+                    f"/aura/hitl/approve/{hitl['requestId']}",
+                    headers=hitl["headers"],
+                )
+                assert response.status == (409 if hitl in broken else 200)
+        assert len(finished) == len(survivors)

@@ -1,0 +1,93 @@
+"""No request stays pending after the process that waits for it dies.
+
+Every server process (worker) keeps a heartbeat key alive in Redis and lists the
+requests its sessions opened in a set of its own. Every process also sweeps: a
+worker whose heartbeat has expired is dead, so each request in its set that is
+still pending is moved to `cancelled`, and its set is dropped. A decision that
+arrives afterwards gets a 409, as for any session that is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+import trio
+
+from . import hitl
+from .errors import StoreUnavailable
+from .hitl_store import HitlStore
+from .redis_bus import RedisBus
+
+log = logging.getLogger(__name__)
+
+WORKERS_KEY = "aura:workers"
+
+
+def new_worker_id() -> str:
+    return secrets.token_hex(8)
+
+
+def heartbeat_key(worker_id: str) -> str:
+    return f"aura:worker:{worker_id}"
+
+
+def requests_key(worker_id: str) -> str:
+    return f"aura:worker:{worker_id}:requests"
+
+
+class Liveness:
+    """This worker's heartbeat, and the sweep of dead workers' pending requests.
+
+    Args:
+        ttl: seconds a heartbeat lives; it is renewed every `ttl / 3`, and a worker
+            is declared dead (and swept) once its heartbeat has expired.
+    """
+
+    def __init__(self, bus: RedisBus, store: HitlStore, worker_id: str, ttl: int) -> None:
+        self._bus = bus
+        self._store = store
+        self.worker_id = worker_id
+        self._ttl = ttl
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Beat, and sweep, every `ttl / 3` seconds until cancelled."""
+        task_status.started()
+        while True:
+            try:
+                await self._beat()
+                await self.sweep()
+            except StoreUnavailable as error:
+                log.warning("worker heartbeat or sweep failed: %s", error)
+            await trio.sleep(self._ttl / 3)
+
+    async def say_goodbye(self) -> None:
+        """On a clean stop: drop this worker's heartbeat, so others sweep what is left."""
+        try:
+            await self._bus.delete(heartbeat_key(self.worker_id))
+        except StoreUnavailable as error:
+            log.warning("could not remove the worker heartbeat: %s", error)
+
+    async def _beat(self) -> None:
+        await self._bus.set(heartbeat_key(self.worker_id), b"alive", self._ttl)
+        await self._bus.add_member(WORKERS_KEY, self.worker_id)
+
+    async def sweep(self) -> int:
+        """Cancel the pending requests of every dead worker; returns how many."""
+        swept = 0
+        for worker in await self._bus.members(WORKERS_KEY):
+            if worker == self.worker_id or await self._bus.exists(heartbeat_key(worker)):
+                continue
+            owned = requests_key(worker)
+            cancelled = 0
+            for request_id in await self._bus.members(owned):
+                if await self._store.settle(request_id, hitl.CANCELLED) == hitl.CANCELLED:
+                    cancelled += 1
+            await self._bus.delete(owned)
+            await self._bus.remove_members(WORKERS_KEY, [worker])
+            if cancelled:
+                log.warning(
+                    "cancelled %d pending HITL requests of dead worker %s", cancelled, worker
+                )
+            swept += cancelled
+        return swept
