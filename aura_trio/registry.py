@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Protocol
 
 import trio
@@ -33,6 +34,9 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Finishable]:
+        return iter(list(self._sessions))
 
     def admit(self, session: Finishable) -> None:
         """Count `session` in, or refuse it.
