@@ -6,16 +6,19 @@ import logging
 
 import trio
 from quart import Quart, Response
+from quart_schema import document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import hitl
-from .agents import Agent, BuiltinAgent
+from .agents import Agent, load_agent
 from .asgi_connection import ClosingHTTPConnection
 from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
 from .hitl_store import HitlStore
 from .liveness import Liveness, new_worker_id, requests_key
 from .metrics import CONTENT_TYPE, Metrics
+from .models import Failure, HealthStatus, Success
+from .openapi import install_openapi
 from .redis_bus import RedisBus
 from .registry import SessionRegistry
 from .responses import json_response
@@ -38,7 +41,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
     settings.check_secret()
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     metrics = Metrics()
@@ -62,7 +65,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     )
     state = AuraState(
         settings=settings,
-        agent=agent or BuiltinAgent(settings.event_delay_seconds),
+        agent=agent or load_agent(settings),
         bus=bus,
         store=store,
         liveness=Liveness(bus, store, worker_id, settings.worker_ttl_seconds),
@@ -89,6 +92,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     if settings.metrics:
 
         @app.get("/metrics")
+        @hide
         async def metrics_page() -> Response:
             return Response(state.metrics.render(), content_type=CONTENT_TYPE)
 
@@ -97,6 +101,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
 
     register_stream_routes(app, state)
     register_hitl_routes(app, state)
+    install_openapi(app)
     return app
 
 
@@ -133,7 +138,9 @@ def _register_error_handlers(app: Quart) -> None:
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
         code = _HTTP_ERROR_CODES.get(status, "HTTP_ERROR")
-        return json_response(envelope_error(error.description or error.name, code), status)
+        allow = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
+        body = envelope_error(error.description or error.name, code)
+        return json_response(body, status, allow)
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
@@ -143,11 +150,16 @@ def _register_error_handlers(app: Quart) -> None:
 
 def _register_health(app: Quart, state: AuraState) -> None:
     @app.get("/health")
+    @document_response(Success[HealthStatus], 200)
     async def health() -> Response:
+        """Liveness: the process answers."""
         return json_response(envelope_success({"status": "UP"}, "alive"))
 
     @app.get("/health/ready")
+    @document_response(Success[HealthStatus], 200)
+    @document_response(Failure, 503)
     async def ready() -> Response:
+        """Readiness: Redis is reachable (503 with the reason when not)."""
         if state.bus.connected:
             return json_response(envelope_success({"status": "UP", "redis": "connected"}, "ready"))
         reason = f"Redis unreachable: {state.bus.last_error or 'not connected yet'}"

@@ -39,6 +39,8 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     metrics: bool = False
     log_level: str = "INFO"
+    # (ours) `module:callable` returning the agent, called with these settings.
+    agent: str | None = None
     # (ours, not in the contract table) how often every waiting session's stored
     # signal is re-read, the safety net for a PUBLISH nobody received.
     signal_poll_seconds: float = 5.0
@@ -90,6 +92,7 @@ class Settings:
             ),
             "metrics": reader.flag("AURA_METRICS", d.metrics),
             "log_level": reader.text("AURA_LOG_LEVEL", d.log_level).upper(),
+            "agent": env.get("AURA_AGENT") or None,
             "signal_poll_seconds": reader.number(
                 "AURA_SIGNAL_POLL_SECONDS", d.signal_poll_seconds, positive=True
             ),

@@ -6,9 +6,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from quart import Quart, Response, request
+from quart_schema import document_querystring, document_request, document_response
 
 from .agents import StreamRequest
 from .errors import UnavailableError, ValidationError
+from .models import EventStream, Failure, StreamBody, StreamQuery, parse
+from .openapi import StreamHeaders, documented
 from .registry import RETRY_AFTER_SECONDS
 from .session import Session, SessionBody
 from .sse import parse_last_event_id
@@ -16,65 +19,38 @@ from .sse import parse_last_event_id
 if TYPE_CHECKING:
     from .state import AuraState
 
+_CONTEXT_HEADERS = (("X-DWP-Source", "source"), ("X-DWP-Caller-Type", "caller_type"))
 
-async def read_json_object(*, required: bool) -> dict[str, Any]:
-    """The request body as a JSON object; `{}` for an empty body unless `required`.
+
+async def read_json(*, required: bool) -> Any:
+    """The request body as JSON (whatever its Content-Type); None for an empty body.
 
     Raises:
-        ValidationError: the body is not UTF-8 JSON holding an object.
+        ValidationError: the body is not UTF-8 JSON, or is missing when `required`.
     """
     raw = await request.get_data(as_text=False)
     if not raw.strip():
         if required:
             raise ValidationError("a JSON body is required")
-        return {}
+        return None
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, RecursionError):
         raise ValidationError("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object")
-    return body
 
 
-def _stream_request(
-    prompt: object, context: object, thread_id: object, max_chars: int
-) -> StreamRequest:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValidationError("prompt is required and must be a non-empty string")
-    if len(prompt) > max_chars:
-        raise ValidationError(f"prompt is longer than {max_chars} characters")
-    if context is None:
-        context = {}
-    if not isinstance(context, dict):
-        raise ValidationError("context must be a JSON object")
-    if thread_id is not None and not isinstance(thread_id, str):
-        raise ValidationError("thread_id must be a string")
+def _with_headers(context: dict[str, Any]) -> dict[str, Any]:
     context = dict(context)
-    for header, name in (("X-DWP-Source", "source"), ("X-DWP-Caller-Type", "caller_type")):
+    for header, name in _CONTEXT_HEADERS:
         value = request.headers.get(header)
         if value is not None:
             context[name] = value
-    return StreamRequest(prompt=prompt, context=context, thread_id=thread_id)
+    return context
 
 
 def register_stream_routes(app: Quart, state: AuraState) -> None:
-    settings = state.settings
-
-    @app.route("/aura/test/stream", methods=["GET", "POST"])
-    async def stream() -> Response:
+    async def open_stream(stream_request: StreamRequest) -> Response:
         principal = state.authenticate()
-        if request.method == "GET":
-            message = request.args.get("message")
-            stream_request = _stream_request(message, None, None, settings.max_prompt_chars)
-        else:
-            body = await read_json_object(required=True)
-            stream_request = _stream_request(
-                body.get("prompt"),
-                body.get("context"),
-                body.get("thread_id"),
-                settings.max_prompt_chars,
-            )
         if not state.bus.connected:
             raise UnavailableError(
                 "Redis is unreachable; try again shortly",
@@ -99,3 +75,31 @@ def register_stream_routes(app: Quart, state: AuraState) -> None:
         )
         response.timeout = None  # a stream lives as long as its session (PITFALLS 1)
         return response
+
+    @app.get("/aura/test/stream")
+    @document_querystring(StreamQuery)
+    @document_response(EventStream, 200)
+    @document_response(Failure, 429)
+    @documented(400, 503, headers=StreamHeaders)
+    async def stream_get() -> Response:
+        """Open an event stream for `message`."""
+        state.authenticate()
+        query = parse(StreamQuery, {"message": request.args.get("message")})
+        return await open_stream(StreamRequest(prompt=query.message, context=_with_headers({})))
+
+    @app.post("/aura/test/stream")
+    @document_request(StreamBody)
+    @document_response(EventStream, 200)
+    @document_response(Failure, 429)
+    @documented(400, 413, 503, headers=StreamHeaders)
+    async def stream_post() -> Response:
+        """Open an event stream for a prompt with its context."""
+        state.authenticate()
+        body = parse(StreamBody, await read_json(required=True))
+        return await open_stream(
+            StreamRequest(
+                prompt=body.prompt,
+                context=_with_headers(body.context or {}),
+                thread_id=body.thread_id,
+            )
+        )

@@ -1,0 +1,77 @@
+"""`/openapi.json`, and schemathesis fuzzing the live server against it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from aura_trio import client
+
+from .helpers import HOST, token
+from .processes import run_server
+
+SEED = os.environ.get("AURA_SCHEMATHESIS_SEED", "20261122")
+EXAMPLES = os.environ.get("AURA_SCHEMATHESIS_EXAMPLES", "40")
+
+
+async def test_openapi_documents_every_route(aura):
+    response = await client.request(HOST, aura.port, "GET", "/openapi.json")
+    assert response.status == 200
+    doc = response.json()
+    assert doc["openapi"].startswith("3.")
+    operations = {(path, method) for path, item in doc["paths"].items() for method in item}
+    assert operations == {
+        ("/health", "get"),
+        ("/health/ready", "get"),
+        ("/aura/test/stream", "get"),
+        ("/aura/test/stream", "post"),
+        ("/aura/hitl/approve/{request_id}", "post"),
+        ("/aura/hitl/reject/{request_id}", "post"),
+        ("/aura/hitl/requests/{request_id}", "get"),
+        ("/aura/hitl/signals/{session_id}", "get"),
+    }
+    stream = doc["paths"]["/aura/test/stream"]
+    assert "text/event-stream" in stream["get"]["responses"]["200"]["content"]
+    assert stream["post"]["requestBody"]["required"] is True
+    approve = doc["paths"]["/aura/hitl/approve/{request_id}"]["post"]
+    assert approve["requestBody"]["required"] is False
+    assert approve["security"] == [{"bearerAuth": []}]
+    assert {"401", "403", "404", "409"} <= set(approve["responses"])
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis_server, raw_redis):
+    env = {
+        "REDIS_URL": redis_server.url,
+        "AURA_HITL_TIMEOUT_SECONDS": "1",
+        "AURA_MAX_STREAMS_PER_USER": "1000",
+        "AURA_LOG_LEVEL": "WARNING",
+    }
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    with run_server(tmp_path, env=env, port=_free_port()) as server:
+        result = subprocess.run(
+            [
+                str(schemathesis), "run", f"http://{HOST}:{server.port}/openapi.json",
+                "-H", f"Authorization: Bearer {token()}",
+                "--checks", "all",
+                "--max-examples", EXAMPLES,
+                "--seed", SEED,
+                "--request-timeout", "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert server.process.poll() is None, "the server died under fuzzing"
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Tested: 8" in result.stdout
+    errors = [e for e in server.logs() if e.get("level") == "ERROR"]
+    assert not errors, errors
+
+
+def _free_port() -> int:
+    from .conftest import free_port
+
+    return free_port()
