@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import trio
+
+from aura_trio import client
+
+from .helpers import HOST, auth
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gateway" / "nginx.conf"
 # Debian and the nginx.org packages put it in sbin, which is not on a user's PATH.
@@ -48,11 +54,25 @@ def render_config(*, listen_port: int, upstream_port: int, directory: Path) -> s
 
 @dataclass
 class Gateway:
+    """A running nginx; the shortcuts speak the Gateway's `/api/...` paths."""
+
     port: int
     log_path: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stream(
+        self, message: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> AbstractAsyncContextManager[client.SSEStream]:
+        target = f"/api/aura/test/stream?message={quote(message)}"
+        return client.open_sse(HOST, self.port, target, headers=headers or auth(), **kwargs)
+
+    async def request(
+        self, method: str, target: str, *, headers: dict[str, str] | None = None, body: Any = None
+    ) -> client.HttpResponse:
+        headers = auth() if headers is None else headers
+        return await client.request(HOST, self.port, method, target, headers=headers, body=body)
 
 
 @asynccontextmanager

@@ -13,10 +13,9 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import trio
@@ -32,21 +31,24 @@ needs_nginx = pytest.mark.skipif(NGINX is None, reason="no nginx binary (apt-get
 
 DELAY = 0.3  # the agent's pause between events: long enough to see frames arrive apart
 
-OpenGateway = Callable[[int], AbstractAsyncContextManager[Gateway]]
+OpenGateway = Callable[..., AbstractAsyncContextManager[Gateway]]
 
 
 @pytest.fixture
-def open_gateway(tmp_path: Path) -> OpenGateway:
-    def open_(upstream_port: int) -> AbstractAsyncContextManager[Gateway]:
+def open_gateway(start_server: StartServer, tmp_path: Path) -> OpenGateway:
+    """`open_gateway(**settings)`: a server with these settings, and nginx in front of it."""
+
+    @asynccontextmanager
+    async def open_(**settings: Any) -> AsyncIterator[Gateway]:
         assert NGINX is not None
+        aura = await start_server(**settings)
         directory = tmp_path / "nginx"
-        return run_gateway(NGINX, directory, listen_port=free_port(), upstream_port=upstream_port)
+        async with run_gateway(
+            NGINX, directory, listen_port=free_port(), upstream_port=aura.port
+        ) as gateway:
+            yield gateway
 
     return open_
-
-
-def api_stream(message: str) -> str:
-    return f"/api/aura/test/stream?message={quote(message)}"
 
 
 async def timed(stream: client.SSEStream) -> AsyncIterator[tuple[float, client.Frame]]:
@@ -57,17 +59,14 @@ async def timed(stream: client.SSEStream) -> AsyncIterator[tuple[float, client.F
 
 @needs_nginx
 async def test_stream_and_approval_through_gateway_arrive_as_written(
-    start_server: StartServer, open_gateway: OpenGateway
+    open_gateway: OpenGateway,
 ) -> None:
-    aura = await start_server(event_delay_seconds=DELAY)
     arrivals: list[tuple[float, client.Frame]] = []
-    async with open_gateway(aura.port) as gateway, AsyncExitStack() as stack:
+    async with open_gateway(event_delay_seconds=DELAY) as gateway, AsyncExitStack() as stack:
         # The session cannot end before the approval: a gateway that holds responses
         # back until they end would not even send the headers.
         with trio.move_on_after(10 * DELAY + 5) as waiting:
-            stream = await stack.enter_async_context(
-                client.open_sse(HOST, gateway.port, api_stream("merge PR 42"), headers=auth())
-            )
+            stream = await stack.enter_async_context(gateway.stream("merge PR 42"))
             frames = timed(stream)
             async for arrival in frames:
                 arrivals.append(arrival)
@@ -79,9 +78,7 @@ async def test_stream_and_approval_through_gateway_arrive_as_written(
         assert stream.headers["x-aura-session-id"].startswith("sess_")
         request_id = arrivals[-1][1].json()["data"]["requestId"]
         approving_at = trio.current_time()
-        approval = await client.request(
-            HOST, gateway.port, "POST", f"/api/aura/hitl/approve/{request_id}", headers=auth()
-        )
+        approval = await gateway.request("POST", f"/api/aura/hitl/approve/{request_id}")
         assert approval.status == 200, approval.body
         assert approval.json()["data"]["status"] == "approved"
         asked = len(arrivals)
@@ -97,7 +94,7 @@ async def test_stream_and_approval_through_gateway_arrive_as_written(
     # As written, not when the response ends. Before asking, the agent paused DELAY
     # after each of thought, plan_step, plan_step_update and tool_execution: those
     # frames came in separate reads, spread over at least that long.
-    first = {}
+    first: dict[str, float] = {}
     for at, frame in arrivals:
         first.setdefault(frame.event or ":".join(frame.comments) or str(frame.data), at)
     order = ["connected", "plan_step", "plan_step_update", "hitl"]
@@ -110,81 +107,54 @@ async def test_stream_and_approval_through_gateway_arrive_as_written(
 
 
 @needs_nginx
-async def test_last_event_id_and_identity_headers_pass_through(
-    start_server: StartServer, open_gateway: OpenGateway
-) -> None:
-    aura = await start_server()
-    async with open_gateway(aura.port) as gateway:
-        async with client.open_sse(
-            HOST, gateway.port, api_stream("hello"), headers={**auth(), "Last-Event-ID": "41"}
-        ) as stream:
+async def test_last_event_id_and_identity_headers_pass_through(open_gateway: OpenGateway) -> None:
+    async with open_gateway() as gateway:
+        async with gateway.stream("hello", headers={**auth(), "Last-Event-ID": "41"}) as stream:
             frames = [frame async for frame in stream]
         ids = [frame.id for frame in frames if frame.id is not None]
         assert ids[0] == 42 and ids == list(range(42, 42 + len(ids)))
 
-        async with client.open_sse(
-            HOST, gateway.port, api_stream("hello"), headers={**auth(), "X-Tenant-ID": "t2"}
-        ) as stream:
+        async with gateway.stream("hello", headers={**auth(), "X-Tenant-ID": "t2"}) as stream:
             assert stream.status == 403
             assert b'"errorCode":"FORBIDDEN"' in await stream.read_body()
-        wrong_user = {**auth(), "X-User-ID": "mallory"}
-        response = await client.request(
-            HOST, gateway.port, "GET", api_stream("hello"), headers=wrong_user
-        )
-        assert response.status == 403
-        response = await client.request(HOST, gateway.port, "GET", api_stream("hello"), headers={})
-        assert response.status == 401
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        target = "/api/aura/test/stream?message=hello"
+        wrong_user = await gateway.request("GET", target, headers={**auth(), "X-User-ID": "bob"})
+        assert wrong_user.status == 403
+        anonymous = await gateway.request("GET", target, headers={})
+        assert anonymous.status == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
 
 
 @needs_nginx
-async def test_routes_strip_the_api_prefix(
-    start_server: StartServer, open_gateway: OpenGateway
-) -> None:
-    aura = await start_server()
-    async with open_gateway(aura.port) as gateway:
-
-        async def via_gateway(method: str, target: str, **kwargs: Any) -> client.HttpResponse:
-            return await client.request(HOST, gateway.port, method, target, **kwargs)
-
+async def test_routes_strip_the_api_prefix(open_gateway: OpenGateway) -> None:
+    async with open_gateway() as gateway:
+        body = {"prompt": "please merge", "context": {"title": "PR 42"}}
         async with client.open_sse(
-            HOST,
-            gateway.port,
-            "/api/aura/test/stream",
-            headers=auth(),
-            method="POST",
-            body={"prompt": "please merge", "context": {"title": "PR 42"}},
+            HOST, gateway.port, "/api/aura/test/stream", headers=auth(), method="POST", body=body
         ) as stream:
             hitl = await stream.events_until("hitl")
             request_id = hitl[-1].json()["data"]["requestId"]
-            stored = await via_gateway(
-                "GET", f"/api/aura/hitl/requests/{request_id}", headers=auth()
-            )
+            stored = await gateway.request("GET", f"/api/aura/hitl/requests/{request_id}")
             assert stored.status == 200 and stored.json()["data"]["status"] == "pending"
-            rejected = await via_gateway(
-                "POST",
-                f"/api/aura/hitl/reject/{request_id}",
-                headers=auth(),
-                body={"reason": "not today"},
+            reason = {"reason": "not today"}
+            rejected = await gateway.request(
+                "POST", f"/api/aura/hitl/reject/{request_id}", body=reason
             )
             assert rejected.status == 200
             rest = [frame async for frame in stream]
         assert events_of(rest)[-1] == "error" and rest[-2].json()["error"] == "not today"
 
         for target in ("/aura/test/stream?message=hi", "/health", "/api/health"):
-            assert (await via_gateway("GET", target, headers=auth())).status == 404, target
+            assert (await gateway.request("GET", target)).status == 404, target
     assert f"/api/aura/hitl/reject/{request_id}" in gateway.log()
 
 
 @needs_nginx
 async def test_heartbeats_keep_a_waiting_stream_alive_through_gateway(
-    start_server: StartServer, open_gateway: OpenGateway
+    open_gateway: OpenGateway,
 ) -> None:
-    aura = await start_server(heartbeat_seconds=0.2)
-    async with open_gateway(aura.port) as gateway:
-        async with client.open_sse(
-            HOST, gateway.port, api_stream("merge"), headers=auth()
-        ) as stream:
+    async with open_gateway(heartbeat_seconds=0.2) as gateway:
+        async with gateway.stream("merge") as stream:
             await stream.events_until("hitl")
             with trio.fail_after(3):
                 beats = [await stream.__anext__() for _ in range(3)]
