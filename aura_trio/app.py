@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from quart import Quart, Response
+from quart import Quart, Response, request
 from quart_schema import document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -13,7 +13,13 @@ from werkzeug.exceptions import HTTPException
 from . import hitl
 from .agents import Agent, load_agent
 from .asgi_connection import ClosingHTTPConnection
-from .errors import ApiError, StoreUnavailable, envelope_error, envelope_success
+from .errors import (
+    ApiError,
+    HeadersTooLargeError,
+    StoreUnavailable,
+    envelope_error,
+    envelope_success,
+)
 from .hitl_store import HitlStore
 from .liveness import Liveness, new_worker_id, requests_key
 from .metrics import CONTENT_TYPE, Metrics
@@ -26,6 +32,8 @@ from .settings import Settings
 from .state import AuraState
 
 log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024
 
 _HTTP_ERROR_CODES = {
     400: "BAD_REQUEST",
@@ -89,6 +97,15 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
 
     _register_error_handlers(app)
     _register_health(app, state)
+
+    @app.before_request
+    async def limit_headers() -> None:
+        # Hypercorn (h11) refuses only headers that arrive incomplete beyond 16 KiB; a
+        # request that arrives whole in one read is measured here.
+        size = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+        if size > MAX_HEADER_BYTES:
+            raise HeadersTooLargeError(f"request headers exceed {MAX_HEADER_BYTES} bytes")
+
     if settings.metrics:
 
         @app.get("/metrics")

@@ -85,6 +85,13 @@ class ConflictError(ApiError):
     error_code = "HITL_NOT_PENDING"
 
 
+class HeadersTooLargeError(ApiError):
+    """The request's headers add up to more than the limit (431)."""
+
+    status_code = 431
+    error_code = "HEADERS_TOO_LARGE"
+
+
 class TooManyStreamsError(ApiError):
     """The user already holds the maximum number of open streams (429)."""
 

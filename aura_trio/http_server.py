@@ -82,6 +82,13 @@ class _BoundedSendTCPServer(TCPServer):
         super().__init__(*args)  # type: ignore[arg-type]
         self._bound = bound
 
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # The client is gone (or we closed): the keep-alive timer has nothing left to
+        # wait for. Hypercorn leaves it running, holding the connection's task for up
+        # to keep_alive_timeout after every disconnect.
+        await self.idle_task.stop()
+
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
             await super().protocol_send(event)

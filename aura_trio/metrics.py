@@ -8,16 +8,22 @@ mode).
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 
+import trio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _LAG_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -60,6 +66,9 @@ class Metrics:
             buckets=_LAG_BUCKETS,
         )
         self._event_counters: dict[str, Counter] = {}
+        # Per process (not summed across workers): what a leak would show in.
+        ProcessCollector(registry=r)
+        r.register(_RuntimeCollector())
 
     def event_sent(self, event_type: str) -> None:
         counter = self._event_counters.get(event_type)
@@ -68,8 +77,36 @@ class Metrics:
         counter.inc()
 
     def render(self) -> bytes:
+        """The exposition text; call from the Trio thread (task counts walk its tree)."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def live_tasks() -> Iterator[trio.lowlevel.Task]:
+    """Every Trio task alive in this run (none outside Trio)."""
+    try:
+        pending = [trio.lowlevel.current_root_task()]
+    except RuntimeError:
+        return
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        yield task
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+
+
+class _RuntimeCollector(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "aura_trio_tasks", "Trio tasks alive", value=sum(1 for _ in live_tasks())
+        )
+        yield GaugeMetricFamily(
+            "aura_threads",
+            "Threads alive (Redis workers, subscriber)",
+            value=threading.active_count(),
+        )

@@ -8,19 +8,13 @@ import trio
 
 from aura_trio import events
 from aura_trio.agents import AgentContext
+from aura_trio.metrics import live_tasks
 
 from .helpers import HOST, auth, eventually, stored_request, stream_target, until_hitl
 
 
 def all_tasks() -> list[trio.lowlevel.Task]:
-    found = []
-    pending = [trio.lowlevel.current_root_task()]
-    while pending:
-        task = pending.pop()
-        found.append(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
+    return list(live_tasks())
 
 
 def session_tasks() -> list[str]:
