@@ -120,3 +120,12 @@ def java_signal(
     if publish:
         raw.publish(f"hitl:channel:{session_id}", data)
     raw.set(f"hitl:signal:{session_id}", data, ex=300)
+
+
+async def decide_at(
+    port: int, request_id: str, headers: dict[str, str], verb: str = "approve"
+) -> client.HttpResponse:
+    """`POST /aura/hitl/{verb}/{requestId}` on the server at `port`."""
+    return await client.request(
+        HOST, port, "POST", f"/aura/hitl/{verb}/{request_id}", headers=headers
+    )

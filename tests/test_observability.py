@@ -7,7 +7,17 @@ from prometheus_client.parser import text_string_to_metric_families
 from aura_trio import client
 
 from .conftest import free_port
-from .helpers import HOST, SECRET, auth, eventually, rest_of, stream_target, token, until_hitl
+from .helpers import (
+    HOST,
+    SECRET,
+    auth,
+    decide_at,
+    eventually,
+    rest_of,
+    stream_target,
+    token,
+    until_hitl,
+)
 from .processes import run_server
 
 
@@ -64,13 +74,7 @@ async def test_logs_are_json_lines_with_ids_and_never_a_secret(tmp_path, redis_s
             HOST, server.port, stream_target("merge"), headers=headers
         ) as stream:
             hitl = await until_hitl(stream)
-            await client.request(
-                HOST,
-                server.port,
-                "POST",
-                f"/aura/hitl/approve/{hitl['requestId']}",
-                headers=headers,
-            )
+            await decide_at(server.port, hitl["requestId"], headers)
             await rest_of(stream)
         refused = await client.request(
             HOST,

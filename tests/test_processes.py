@@ -12,7 +12,7 @@ import trio
 
 from aura_trio import client
 
-from .helpers import HOST, auth, events_of, rest_of, stream_target, until_hitl
+from .helpers import HOST, auth, decide_at, events_of, rest_of, stream_target, until_hitl
 from .processes import run_server
 
 
@@ -21,9 +21,7 @@ async def test_session_on_one_server_is_approved_through_another(tmp_path, redis
     with run_server(tmp_path, env=env, name="a") as a, run_server(tmp_path, env=env, name="b") as b:
         async with client.open_sse(HOST, a.port, stream_target("merge"), headers=auth()) as stream:
             hitl = await until_hitl(stream)
-            response = await client.request(
-                HOST, b.port, "POST", f"/aura/hitl/approve/{hitl['requestId']}", headers=auth()
-            )
+            response = await decide_at(b.port, hitl["requestId"], auth())
             assert response.status == 200
             frames = await rest_of(stream)
         assert events_of(frames)[-1] == "end"
@@ -58,9 +56,7 @@ async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(tmp_pa
             HOST, server.port, stream_target("merge"), headers=auth()
         ) as stream:
             hitl = await until_hitl(stream)
-            approve = await client.request(
-                HOST, server.port, "POST", f"/aura/hitl/approve/{hitl['requestId']}", headers=auth()
-            )
+            approve = await decide_at(server.port, hitl["requestId"], auth())
             assert approve.status == 200
             assert events_of(await rest_of(stream))[-1] == "end"
         assert server.stop() == 0
@@ -125,13 +121,7 @@ async def test_serve_dev_without_secret_prints_a_working_curl_line(
             HOST, server.port, stream_target("merge"), headers=headers
         ) as stream:
             hitl = await until_hitl(stream)
-            response = await client.request(
-                HOST,
-                server.port,
-                "POST",
-                f"/aura/hitl/approve/{hitl['requestId']}",
-                headers=headers,
-            )
+            response = await decide_at(server.port, hitl["requestId"], headers)
             assert response.status == 200
             assert events_of(await rest_of(stream))[-1] == "end"
         # A token from any other secret is still refused.

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aura_trio import client
 
 from .conftest import free_port
-from .helpers import HOST, auth, events_of, rest_of, stream_target, until_hitl
+from .helpers import HOST, auth, decide_at, events_of, rest_of, stream_target, until_hitl
 from .processes import run_server
 
 SESSIONS = int(os.environ.get("AURA_SOAK_SESSIONS", "2000"))
@@ -71,9 +71,7 @@ async def test_soak_mixed_endings_leave_nothing_behind(tmp_path, redis_server, r
             if kind == "disconnect":
                 return
             if kind in ("approve", "reject"):
-                response = await client.request(
-                    HOST, port, "POST", f"/aura/hitl/{kind}/{request_id}", headers=headers
-                )
+                response = await decide_at(port, request_id, headers, kind)
                 if response.status == 409:  # the deadline won the race: a timeout, consistently
                     assert "timeout" in response.json()["message"]
                     outcomes[request_id] = kind = "timeout"

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aura_trio import client
 
-from .helpers import HOST, auth, events_of, rest_of, stream_target, until_hitl
+from .helpers import HOST, auth, decide_at, events_of, rest_of, stream_target, until_hitl
 from .processes import run_server
 
 STREAMS = 16
@@ -58,13 +58,7 @@ async def test_workers_share_one_port_and_approve_each_others_sessions(
         async with trio.open_nursery() as nursery:
             waiting = await _open_waiting_streams(server.port, STREAMS, nursery, results)
             for hitl in waiting:
-                response = await client.request(
-                    HOST,
-                    server.port,
-                    "POST",
-                    f"/aura/hitl/approve/{hitl['requestId']}",
-                    headers=hitl["headers"],
-                )
+                response = await decide_at(server.port, hitl["requestId"], hitl["headers"])
                 assert response.status == 200
         assert [events_of(frames)[-1] for frames in results] == ["end"] * STREAMS
         # Any worker's /metrics answers for both.
@@ -174,12 +168,6 @@ async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
             survivors = [h for h in waiting if h not in broken]
             assert all(status(h) == "pending" for h in survivors)
             for hitl in waiting:
-                response = await client.request(
-                    HOST,
-                    server.port,
-                    "POST",
-                    f"/aura/hitl/approve/{hitl['requestId']}",
-                    headers=hitl["headers"],
-                )
+                response = await decide_at(server.port, hitl["requestId"], hitl["headers"])
                 assert response.status == (409 if hitl in broken else 200)
         assert len(finished) == len(survivors)
