@@ -1,0 +1,138 @@
+"""What a scenario measures with: the server's and Redis's resources, the
+client's own CPU, latency percentiles, and a progress line while it runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import trio
+
+from . import procs
+from .http import KeepAliveClient
+from .load import Target
+
+# redis-py's sync client runs in threads (as in aura); one thread is plenty here.
+_REDIS_LIMITER = trio.CapacityLimiter(1)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0..100), nearest-rank on sorted data; nan if empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max (and count) of durations in seconds, as milliseconds."""
+    return {
+        "n": len(seconds),
+        "p50_ms": percentile(seconds, 50) * 1000,
+        "p99_ms": percentile(seconds, 99) * 1000,
+        "max_ms": max(seconds) * 1000 if seconds else math.nan,
+    }
+
+
+@dataclass
+class Context:
+    """One server under test, its Redis, and a way to report progress."""
+
+    target: Target
+    server: procs.Server
+    redis_server: procs.Redis
+    label: str
+    progress_every: float = 2.0
+    status: dict[str, Any] = field(default_factory=dict)
+    _redis: redis.Redis | None = None
+
+    # --- the server -----------------------------------------------------------
+
+    def server_sample(self) -> procs.ProcSample:
+        return self.server.sample()
+
+    async def server_stats(self) -> dict[str, Any]:
+        """`GET /bench/stats`: live task count (and threads) inside the server."""
+        client = KeepAliveClient(self.target.host, self.target.port)
+        try:
+            response = await client.request(self.target.get_request("/bench/stats"))
+        finally:
+            client.close()
+        stats: dict[str, Any] = json.loads(response.body)
+        return stats
+
+    # --- Redis ----------------------------------------------------------------
+
+    async def redis_call(self, fn: Callable[[redis.Redis], Any]) -> Any:
+        if self._redis is None:
+            self._redis = self.redis_server.client()
+        client = self._redis
+        return await trio.to_thread.run_sync(lambda: fn(client), limiter=_REDIS_LIMITER)
+
+    async def redis_figures(self) -> dict[str, int]:
+        """Clients connected to Redis (not counting ours) and its memory."""
+
+        def read(client: redis.Redis) -> dict[str, int]:
+            clients = client.client_list()
+            memory = client.info("memory")
+            return {
+                "redis_clients": len(clients) - 1,
+                "redis_pubsub_clients": sum(1 for c in clients if int(c.get("sub", 0)) > 0),
+                "redis_used_memory": int(memory["used_memory"]),
+            }
+
+        figures: dict[str, int] = await self.redis_call(read)
+        return figures
+
+    def redis_cpu(self) -> float:
+        return procs.sample(self.redis_server.process.pid).cpu
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+
+    # --- progress -------------------------------------------------------------
+
+    async def show_progress(self) -> None:
+        """Print `status` every few seconds until cancelled."""
+        start = trio.current_time()
+        while True:
+            await trio.sleep(self.progress_every)
+            shown = " ".join(f"{k}={_fmt(v)}" for k, v in self.status.items())
+            print(f"  [{self.label}] {trio.current_time() - start:5.1f}s {shown}", file=sys.stderr)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+class CpuMeter:
+    """CPU used by the server, Redis and this client between start() and stop()."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def start(self) -> None:
+        self._t0 = trio.current_time()
+        self._server0 = self._ctx.server_sample().cpu
+        self._client0 = procs.self_cpu()
+        self._redis0 = self._ctx.redis_cpu()
+
+    def stop(self) -> dict[str, float]:
+        wall = trio.current_time() - self._t0
+        server = self._ctx.server_sample().cpu - self._server0
+        client = procs.self_cpu() - self._client0
+        redis_cpu = self._ctx.redis_cpu() - self._redis0
+        return {
+            "wall_s": wall,
+            "server_cpu_s": server,
+            "server_cpu_pct": 100 * server / wall,
+            "client_cpu_pct": 100 * client / wall,
+            "redis_cpu_pct": 100 * redis_cpu / wall,
+        }
