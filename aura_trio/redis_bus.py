@@ -8,6 +8,10 @@ a single `PSUBSCRIBE` and hands each message to the local subscription of its to
 Messages published while that subscription is down are lost by Redis, so every
 watched subscription's stored value is re-read in one batch whenever the
 subscription is (re-)established, and again every `poll_interval` as a safety net.
+
+A message this process announces itself (a successful compare-and-set) is also
+handed to the local subscriber at once, marked `announced_here`: it does not wait
+for Redis to send it back through the subscriber thread.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -45,6 +50,19 @@ _INBOX_SIZE = 16
 _POLL_SECONDS = 0.1
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message for a topic.
+
+    `announced_here`: this process's own :meth:`RedisBus.compare_and_set` stored and
+    published it, in the same atomic step that changed the key; what it reports is
+    therefore already stored. Its published copy arrives later as well.
+    """
+
+    payload: bytes
+    announced_here: bool = False
+
+
 class Subscription:
     """Messages for one topic, received by one local task.
 
@@ -57,11 +75,11 @@ class Subscription:
         self.watched = False
         self.dropped = 0
         self._bus = bus
-        self._send, self.receive = trio.open_memory_channel[bytes](_INBOX_SIZE)
+        self._send, self.receive = trio.open_memory_channel[Message](_INBOX_SIZE)
 
-    def deliver(self, payload: bytes) -> None:
+    def deliver(self, payload: bytes, *, announced_here: bool = False) -> None:
         try:
-            self._send.send_nowait(payload)
+            self._send.send_nowait(Message(payload, announced_here))
         except trio.WouldBlock:
             # The stored copy is re-read on the next resync, so nothing is lost for good.
             self.dropped += 1
@@ -171,7 +189,8 @@ class RedisBus:
         """Atomically replace `key`'s value if it still is `expected`, keeping its TTL.
 
         With `announce=(topic, message, ttl)`, the same step also stores `message` for
-        the topic (with `ttl`) and publishes it. Returns whether the swap happened.
+        the topic (with `ttl`) and publishes it, and a local subscriber of the topic
+        gets it at once (`announced_here`). Returns whether the swap happened.
         """
         keys = [key]
         args: list[Any] = [expected, new]
@@ -179,8 +198,14 @@ class RedisBus:
             topic, message, ttl = announce
             keys.append(self._stored_prefix + topic)
             args += [message, ttl, self._channel_prefix + topic.encode()]
-        done = await self._call(partial(self._compare_and_set, keys=keys, args=args))
-        return bool(done)
+        done = bool(await self._call(partial(self._compare_and_set, keys=keys, args=args)))
+        if done and announce is not None:
+            # Waiting for Redis to send it back costs a thread hand-off and a trip
+            # through the subscriber thread, milliseconds when the loop is busy.
+            subscription = self._subscriptions.get(announce[0])
+            if subscription is not None:
+                subscription.deliver(announce[1], announced_here=True)
+        return done
 
     async def publish_stored(self, topic: str, message: bytes, ttl: int) -> None:
         """PUBLISH then SET with a TTL, non-atomically: what the Java side does."""
