@@ -1,7 +1,8 @@
 """`aura-trio serve` for the bench: the same app, plus one read-only route.
 
 `GET /bench/stats` answers what only the process itself knows: its live Trio
-task count and open sessions (`?names=1`: the tasks by name, to find a leak).
+task count and open sessions (`?names=1`: the tasks by name, to find a leak;
+`?memory=base|diff`: tracemalloc snapshots, with PYTHONTRACEMALLOC set).
 Everything else is served by the unchanged app from :func:`aura_trio.create_app`,
 on the same runner as `aura-trio serve`.
 
@@ -11,9 +12,12 @@ on the same runner as `aura-trio serve`.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import threading
+import time
+import tracemalloc
 from collections import Counter
 
 import trio
@@ -35,6 +39,54 @@ def live_tasks() -> list[trio.lowlevel.Task]:
     return found
 
 
+_baseline: list[tracemalloc.Snapshot] = []
+_pauses: list[tuple[int, float]] = []
+_started: list[float] = []
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+    elif _started:
+        _pauses.append((info["generation"], time.perf_counter() - _started[0]))
+
+
+def gc_trace(what: str) -> dict[str, object]:
+    """`on`: time every garbage collection from now; `get`: the pauses by generation."""
+    if what == "on":
+        _pauses.clear()
+        if _on_gc not in gc.callbacks:
+            gc.callbacks.append(_on_gc)
+        return {}
+    by_generation: dict[str, object] = {}
+    for generation in (0, 1, 2):
+        times = sorted(t for g, t in _pauses if g == generation)
+        if times:
+            by_generation[str(generation)] = {
+                "count": len(times),
+                "max_ms": 1000 * times[-1],
+                "total_ms": 1000 * sum(times),
+            }
+    return by_generation
+
+
+def memory_diff(what: str, top: int = 40) -> list[str]:
+    """`base`: remember a tracemalloc snapshot; `diff` / `files`: what was allocated
+    since, by line / by file.
+
+    Needs the server started with PYTHONTRACEMALLOC=N (diagnostics only: it is slow).
+    """
+    if not tracemalloc.is_tracing():
+        return ["start the server with PYTHONTRACEMALLOC=1"]
+    snapshot = tracemalloc.take_snapshot()
+    if what == "base" or not _baseline:
+        _baseline[:] = [snapshot]
+        return []
+    key = "filename" if what == "files" else "lineno"
+    stats = snapshot.compare_to(_baseline[0], key)
+    return [str(stat) for stat in stats[:top]]
+
+
 async def _serve(settings: Settings) -> None:
     app = create_app(settings)
     state = state_of(app)
@@ -50,6 +102,18 @@ async def _serve(settings: Settings) -> None:
         }
         if request.args.get("names"):
             body["names"] = Counter(task.name for task in tasks)
+        if request.args.get("gc"):
+            body["gc_collected"] = gc.collect()
+            body["gc_counts"] = gc.get_count()
+            body["gc_objects"] = len(gc.get_objects())
+        if request.args.get("types"):
+            body["types"] = Counter(
+                f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+            )
+        if request.args.get("gctrace"):
+            body["gc_pauses"] = gc_trace(request.args["gctrace"])
+        if request.args.get("memory"):
+            body["memory"] = memory_diff(request.args["memory"])
         return Response(json.dumps(body), content_type="application/json")
 
     async with trio.open_nursery() as nursery:

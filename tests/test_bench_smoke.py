@@ -57,7 +57,7 @@ def test_bench_smoke_against_aura(tmp_path):
     check_runs(data, "aura")
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Targets (issue 3) vs reached" in report
-    assert "Redis connections constant" in report
+    assert "Redis connections bounded" in report
 
 
 def test_bench_smoke_against_the_peer(tmp_path):
