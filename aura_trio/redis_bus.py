@@ -9,9 +9,9 @@ Messages published while that subscription is down are lost by Redis, so every
 watched subscription's stored value is re-read in one batch whenever the
 subscription is (re-)established, and again every `poll_interval` as a safety net.
 
-A message this process announces itself (a successful compare-and-set) is also
-handed to the local subscriber at once, marked `announced_here`: it does not wait
-for Redis to send it back through the subscriber thread.
+A message this process announces itself (in a successful :meth:`RedisBus.update`)
+is also handed to the local subscriber at once, marked `announced_here`: it does
+not wait for Redis to send it back through the subscriber thread.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import redis
@@ -54,13 +53,27 @@ _POLL_SECONDS = 0.1
 class Message:
     """A message for a topic.
 
-    `announced_here`: this process's own :meth:`RedisBus.compare_and_set` stored and
-    published it, in the same atomic step that changed the key; what it reports is
-    therefore already stored. Its published copy arrives later as well.
+    `announced_here`: this process's own :meth:`RedisBus.update` stored and published
+    it, in the same atomic step that changed the key; what it reports is therefore
+    already stored. Its published copy arrives as well.
     """
 
     payload: bytes
     announced_here: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """What :meth:`RedisBus.update` does with the value it read.
+
+    `new`: the value to put instead (None: leave it as it is). `announce`:
+    `(topic, message, ttl)` to store for the topic and publish, in the same atomic
+    step. `result`: what `update` returns when this swap is the one that applies.
+    """
+
+    new: bytes | None
+    result: Any = None
+    announce: tuple[str, bytes, int] | None = None
 
 
 class Subscription:
@@ -178,34 +191,51 @@ class RedisBus:
 
         await self._call(run)
 
-    async def compare_and_set(
-        self,
-        key: str,
-        expected: bytes,
-        new: bytes,
-        *,
-        announce: tuple[str, bytes, int] | None = None,
-    ) -> bool:
-        """Atomically replace `key`'s value if it still is `expected`, keeping its TTL.
+    async def update(
+        self, key: str, change: Callable[[bytes | None], Swap], *, attempts: int
+    ) -> Any:
+        """Read `key`, let `change` decide, and compare-and-set: in one worker-thread job.
 
-        With `announce=(topic, message, ttl)`, the same step also stores `message` for
-        the topic (with `ttl`) and publishes it, and a local subscriber of the topic
-        gets it at once (`announced_here`). Returns whether the swap happened.
+        `change` gets the value (None when the key is missing) and returns a
+        :class:`Swap`; it runs in that thread, so it must be pure (no Trio, no I/O),
+        and what it raises propagates. The new value replaces the read one only if
+        it is still there (TTL kept), with the swap's announcement in the same
+        atomic step; otherwise it is read again, up to `attempts` times. A local
+        subscriber of an announced topic gets the message at once (`announced_here`).
+        Returns the result of the swap that applied.
+
+        Raises:
+            StoreUnavailable: Redis failed, or the value kept changing.
         """
-        keys = [key]
-        args: list[Any] = [expected, new]
-        if announce is not None:
-            topic, message, ttl = announce
-            keys.append(self._stored_prefix + topic)
-            args += [message, ttl, self._channel_prefix + topic.encode()]
-        done = bool(await self._call(partial(self._compare_and_set, keys=keys, args=args)))
-        if done and announce is not None:
-            # Waiting for Redis to send it back costs a thread hand-off and a trip
-            # through the subscriber thread, milliseconds when the loop is busy.
-            subscription = self._subscriptions.get(announce[0])
+
+        def run() -> Swap:
+            for _ in range(attempts):
+                raw: bytes | None = self._client.get(key)  # type: ignore[assignment]
+                swap = change(raw)
+                if swap.new is None:
+                    return swap
+                if raw is None:
+                    raise ValueError(f"cannot swap the value of a missing key {key!r}")
+                keys: list[str] = [key]
+                args: list[Any] = [raw, swap.new]
+                if swap.announce is not None:
+                    topic, message, ttl = swap.announce
+                    keys.append(self._stored_prefix + topic)
+                    args += [message, ttl, self._channel_prefix + topic.encode()]
+                if self._compare_and_set(keys=keys, args=args):
+                    return swap
+            raise StoreUnavailable(f"{key} kept changing; try again")
+
+        # One job, not a GET and a compare-and-set apart: each hand-off to a worker
+        # thread and back waits behind the busy Trio loop (p99 several ms).
+        swap: Swap = await self._call(run)
+        if swap.announce is not None:
+            # Waiting for Redis to send it back costs a trip through the
+            # subscriber thread, milliseconds when the loop is busy.
+            subscription = self._subscriptions.get(swap.announce[0])
             if subscription is not None:
-                subscription.deliver(announce[1], announced_here=True)
-        return done
+                subscription.deliver(swap.announce[1], announced_here=True)
+        return swap.result
 
     async def publish_stored(self, topic: str, message: bytes, ttl: int) -> None:
         """PUBLISH then SET with a TTL, non-atomically: what the Java side does."""
