@@ -16,7 +16,6 @@ import gc
 import json
 import logging
 import threading
-import time
 import tracemalloc
 from collections import Counter
 
@@ -25,6 +24,8 @@ from quart import Response, request
 
 from aura_trio import Settings, create_app, serve_until_signal, state_of
 from aura_trio.logs import configure_logging
+
+from . import gctrace
 
 
 def live_tasks() -> list[trio.lowlevel.Task]:
@@ -40,34 +41,6 @@ def live_tasks() -> list[trio.lowlevel.Task]:
 
 
 _baseline: list[tracemalloc.Snapshot] = []
-_pauses: list[tuple[int, float]] = []
-_started: list[float] = []
-
-
-def _on_gc(phase: str, info: dict[str, int]) -> None:
-    if phase == "start":
-        _started[:] = [time.perf_counter()]
-    elif _started:
-        _pauses.append((info["generation"], time.perf_counter() - _started[0]))
-
-
-def gc_trace(what: str) -> dict[str, object]:
-    """`on`: time every garbage collection from now; `get`: the pauses by generation."""
-    if what == "on":
-        _pauses.clear()
-        if _on_gc not in gc.callbacks:
-            gc.callbacks.append(_on_gc)
-        return {}
-    by_generation: dict[str, object] = {}
-    for generation in (0, 1, 2):
-        times = sorted(t for g, t in _pauses if g == generation)
-        if times:
-            by_generation[str(generation)] = {
-                "count": len(times),
-                "max_ms": 1000 * times[-1],
-                "total_ms": 1000 * sum(times),
-            }
-    return by_generation
 
 
 def memory_diff(what: str, top: int = 40) -> list[str]:
@@ -111,7 +84,7 @@ async def _serve(settings: Settings) -> None:
                 f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
             )
         if request.args.get("gctrace"):
-            body["gc_pauses"] = gc_trace(request.args["gctrace"])
+            body["gc_pauses"] = gctrace.trace(request.args["gctrace"])
         if request.args.get("memory"):
             body["memory"] = memory_diff(request.args["memory"])
         return Response(json.dumps(body), content_type="application/json")

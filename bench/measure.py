@@ -57,11 +57,12 @@ class Context:
     def server_sample(self) -> procs.ProcSample:
         return self.server.sample()
 
-    async def server_stats(self) -> dict[str, Any]:
+    async def server_stats(self, query: str = "") -> dict[str, Any]:
         """`GET /bench/stats`: live task count (and threads) inside the server."""
         client = KeepAliveClient(self.target.host, self.target.port)
+        target = "/bench/stats" + (f"?{query}" if query else "")
         try:
-            response = await client.request(self.target.get_request("/bench/stats"))
+            response = await client.request(self.target.get_request(target))
         finally:
             client.close()
         stats: dict[str, Any] = json.loads(response.body)
@@ -113,26 +114,34 @@ def _fmt(value: Any) -> str:
 
 
 class CpuMeter:
-    """CPU used by the server, Redis and this client between start() and stop()."""
+    """CPU used by the server, Redis and this client between start() and stop(),
+    and the server's garbage-collector pauses in that window."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self._ctx.server_stats("gctrace=on")
         self._t0 = trio.current_time()
         self._server0 = self._ctx.server_sample().cpu
         self._client0 = procs.self_cpu()
         self._redis0 = self._ctx.redis_cpu()
 
-    def stop(self) -> dict[str, float]:
+    async def stop(self) -> dict[str, Any]:
         wall = trio.current_time() - self._t0
         server = self._ctx.server_sample().cpu - self._server0
         client = procs.self_cpu() - self._client0
         redis_cpu = self._ctx.redis_cpu() - self._redis0
+        pauses = (await self._ctx.server_stats("gctrace=get"))["gc_pauses"]
+        generations = [pauses.get(str(g), {}) for g in (0, 1, 2)]
         return {
             "wall_s": wall,
             "server_cpu_s": server,
             "server_cpu_pct": 100 * server / wall,
             "client_cpu_pct": 100 * client / wall,
             "redis_cpu_pct": 100 * redis_cpu / wall,
+            "gc_ms": sum(g.get("total_ms", 0.0) for g in generations),
+            "gc_max_pause_ms": max((g.get("max_ms", 0.0) for g in generations), default=0.0),
+            "gc_full": generations[2].get("count", 0),
+            "gc_tracked_objects": pauses.get("tracked_objects"),
         }

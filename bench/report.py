@@ -79,10 +79,18 @@ def _comparison(data: Data) -> list[str]:
 # --- per-scenario details: one row per measurement -------------------------------------
 
 
+def _gc(r: Result) -> str:
+    """The garbage collector's share of the window: time, full collections, longest pause."""
+    if "gc_ms" not in r:
+        return "–"
+    share = r["gc_ms"] / 10 / r["wall_s"]
+    return f"{share:.1f}% ({r['gc_full']} full, max {r['gc_max_pause_ms']:,.0f} ms)"
+
+
 def _idle_rows(target: str, r: Result) -> list[list[str]]:
     return [
         [target, f"{p['sessions']:,}", f"{p['rss'] / 1024**2:.1f} MB",
-         f"{p['rss_per_session'] / 1024:.1f} KB", f"{p['server_cpu_pct']:.1f}%",
+         f"{p['rss_per_session'] / 1024:.1f} KB", f"{p['server_cpu_pct']:.1f}%", _gc(p),
          f"{p['client_cpu_pct']:.1f}%", str(p["redis_clients"]),
          f"{p['redis_used_memory'] / 1024**2:.1f} MB", f"{p['heartbeats_in_window']:,}",
          str(r["errors"] + r["ended_early"])]
@@ -95,7 +103,7 @@ def _approval_rows(target: str, r: Result) -> list[list[str]]:
     return [[target, f"{r['sessions']:,}", f"{r['rate']:.0f}/s", f"{lat['p50_ms']:.2f} ms",
              f"{lat['p99_ms']:.2f} ms", f"{lat['max_ms']:.2f} ms",
              str(r["event_before_response"]), str(r["errors"]),
-             f"{r['server_cpu_pct']:.0f}%", f"{r['client_cpu_pct']:.0f}%"]]  # fmt: skip
+             f"{r['server_cpu_pct']:.0f}%", _gc(r), f"{r['client_cpu_pct']:.0f}%"]]  # fmt: skip
 
 
 def _roundtrip_rows(target: str, r: Result) -> list[list[str]]:
@@ -103,7 +111,7 @@ def _roundtrip_rows(target: str, r: Result) -> list[list[str]]:
     per_session = 1000 * r["server_cpu_s"] / max(1, r["completed"])
     return [[target, str(r["concurrency"]), f"{r['sessions_per_s']:.0f}",
              f"{st['p50_ms']:.1f} ms", f"{st['p99_ms']:.1f} ms", str(r["errors"]),
-             f"{r['server_cpu_pct']:.0f}%", f"{per_session:.2f} ms",
+             f"{r['server_cpu_pct']:.0f}%", _gc(r), f"{per_session:.2f} ms",
              f"{r['client_cpu_pct']:.0f}%", f"{r['redis_cpu_pct']:.0f}%"]]  # fmt: skip
 
 
@@ -117,26 +125,26 @@ def _teardown_rows(target: str, r: Result) -> list[list[str]]:
 
 def _streaming_rows(target: str, r: Result) -> list[list[str]]:
     return [[target, f"{r['sessions']} × {r['words']:,}", f"{r['events_per_s']:,.0f}",
-             f"{r['server_cpu_us_per_event']:.1f} µs", f"{r['server_cpu_pct']:.0f}%",
+             f"{r['server_cpu_us_per_event']:.1f} µs", f"{r['server_cpu_pct']:.0f}%", _gc(r),
              f"{r['client_cpu_pct']:.0f}%", str(r["errors"])]]  # fmt: skip
 
 
 _DETAILS: list[tuple[str, str, list[str], Callable[[str, Result], list[list[str]]]]] = [
     ("idle", "1. Idle fleet",
-     ["target", "sessions", "server RSS", "RSS/session", "server CPU", "client CPU",
+     ["target", "sessions", "server RSS", "RSS/session", "server CPU", "of which GC", "client CPU",
       "Redis clients", "Redis memory", "heartbeats in window", "errors"], _idle_rows),
     ("approval", "2. Approval latency",
      ["target", "waiting", "approvals", "p50", "p99", "max", "event before response",
-      "errors", "server CPU", "client CPU"], _approval_rows),
+      "errors", "server CPU", "of which GC", "client CPU"], _approval_rows),
     ("roundtrip", "3. Round-trip throughput",
-     ["target", "C", "sessions/s", "p50", "p99", "errors", "server CPU",
+     ["target", "C", "sessions/s", "p50", "p99", "errors", "server CPU", "of which GC",
       "server CPU/session", "client CPU", "Redis CPU"], _roundtrip_rows),
     ("teardown", "4. Teardown",
      ["target", "p50", "p99", "max", "not cancelled", "cycles/s", "tasks", "threads", "fds",
       "Redis clients", "errors"], _teardown_rows),
     ("streaming", "5. Streaming throughput",
-     ["target", "sessions × words", "events/s", "server CPU/event", "server CPU", "client CPU",
-      "errors"], _streaming_rows),
+     ["target", "sessions × words", "events/s", "server CPU/event", "server CPU", "of which GC",
+      "client CPU", "errors"], _streaming_rows),
 ]  # fmt: skip
 
 
@@ -243,7 +251,7 @@ def headline(scenario: str, r: Result) -> str:
     if scenario == "idle":
         points = "; ".join(
             f"{p['sessions']:,} waiting: {p['rss_per_session'] / 1024:.1f} KB/session, "
-            f"cpu {p['server_cpu_pct']:.1f}%, redis clients {p['redis_clients']}"
+            f"cpu {p['server_cpu_pct']:.1f}% (gc {_gc(p)}), redis clients {p['redis_clients']}"
             for p in r["points"]
         )
         return f"{points}; errors {r['errors'] + r['ended_early']}"

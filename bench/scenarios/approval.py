@@ -81,7 +81,7 @@ async def run(
             for event in opened:
                 await event.wait()
             await trio.sleep(quiet_seconds)  # all waiting, nothing else going on
-            meter.start()
+            await meter.start()
             start = trio.current_time()
             async with trio.open_nursery() as approvals:
                 for index in range(sessions):
@@ -92,7 +92,7 @@ async def run(
                     n is None and a is not None for n, a in zip(next_event, answered, strict=True)
                 ):
                     await trio.sleep(0.05)
-            cpu = meter.stop()
+            cpu = await meter.stop()
             nursery.cancel_scope.cancel()
     finally:
         for approver in approvers:

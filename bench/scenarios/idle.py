@@ -78,9 +78,9 @@ async def run(
             redis_now = await ctx.redis_figures()
             meter = CpuMeter(ctx)
             beats_before = heartbeats[0]
-            meter.start()
+            await meter.start()
             await trio.sleep(idle_seconds)
-            cpu = meter.stop()
+            cpu = await meter.stop()
             n = waiting[0] - ended_early[0]
             points.append(
                 {

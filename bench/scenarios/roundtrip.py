@@ -57,10 +57,10 @@ async def run(ctx: Context, *, concurrency: int, seconds: float, warmup: float) 
             nursery.start_soon(client, index)
         await trio.sleep(warmup)
         window["open"] = True
-        meter.start()
+        await meter.start()
         await trio.sleep(seconds)
         window["open"] = False
-        cpu = meter.stop()
+        cpu = await meter.stop()
         nursery.cancel_scope.cancel()
     return {
         "concurrency": concurrency,

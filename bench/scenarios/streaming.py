@@ -59,10 +59,10 @@ async def run(
             nursery.start_soon(client, index)
         await trio.sleep(warmup)
         window["open"] = True
-        meter.start()
+        await meter.start()
         await trio.sleep(seconds)
         window["open"] = False
-        cpu = meter.stop()
+        cpu = await meter.stop()
         nursery.cancel_scope.cancel()
     events = counted[0]
     return {

@@ -499,9 +499,16 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(envelope({"status": "UP"}, "alive"))
 
     @app.get("/bench/stats")
-    async def stats() -> JSONResponse:
-        return JSONResponse(
-            {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
-        )
+    async def stats(request: Request) -> JSONResponse:
+        """What the bench reads from inside: task count; `?gctrace=on|get`: GC pauses."""
+        body: dict[str, Any] = {
+            "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+        }
+        if request.query_params.get("gctrace"):
+            from ... import gctrace
+
+            body["gc_pauses"] = gctrace.trace(request.query_params["gctrace"])
+        return JSONResponse(body)
 
     return app
