@@ -221,16 +221,17 @@ def _leak_text(data: Data, target: str) -> str:
     r = _teardown(data, target)
     if r is None:
         return "–"
-    moved = ", ".join(
-        f"{k} {r['baseline'][k]}→{r['settled'][k]}"
-        for k in ("tasks", "threads", "fds", "redis_clients")
-    )
+    names = {"tasks": "tasks", "threads": "threads", "fds_not_redis": "fds (not Redis)",
+             "redis_clients": "Redis connections"}  # fmt: skip
+    moved = ", ".join(f"{n} {r['baseline'][k]}→{r['settled'][k]}" for k, n in names.items())
     return f"{'LEAK' if r['leaked'] else 'no leak'} after {r['cycles']:,} cycles ({moved})"
 
 
 def _leak_met(data: Data) -> bool | None:
     results = runs_of(data, "teardown", "aura", {})
-    return None if not results else not any(r["leaked"] for r in results)
+    if not results:
+        return None
+    return all(not r["leaked"] and r["settled"]["redis_clients"] <= 17 for r in results)
 
 
 def goals() -> list[Goal]:
@@ -248,7 +249,8 @@ def goals() -> list[Goal]:
         Goal("roundtrip", "round-trip throughput ≥ 1.5× the peer's at C = 200, zero errors",
              _throughput_text, _throughput_met),
         Goal("teardown", "teardown p99 ≤ 50 ms", teardown.text, _limit(teardown, 50)),
-        Goal("teardown", "no leak after 10k connect/disconnect cycles", _leak_text, _leak_met),
+        Goal("teardown", "no leak after 10k connect/disconnect cycles (tasks, threads, fds back "
+             "to baseline; Redis connections within the pool)", _leak_text, _leak_met),
         Goal("streaming", "≥ 20,000 events/s per worker", streaming.text,
              _limit(streaming, 20000)),
     ]  # fmt: skip

@@ -82,8 +82,11 @@ class Target:
             "POST", f"/aura/hitl/approve/{request_id}", self.authority, self._headers(user)
         )
 
-    def get_request(self, target: str) -> bytes:
-        return build_request("GET", target, self.authority, {})
+    def get_request(self, target: str, *, close: bool = False) -> bytes:
+        """A plain GET; `close` asks the server to close the connection after it."""
+        return build_request(
+            "GET", target, self.authority, {"Connection": "close"} if close else {}
+        )
 
     async def open_stream(self, raw_request: bytes) -> EventStream:
         stream = await EventStream.open(self.host, self.port, raw_request)

@@ -17,6 +17,8 @@ from . import procs
 from .http import KeepAliveClient
 from .load import Target
 
+LAG_PROBE_SECONDS = 0.005
+
 # redis-py's sync client runs in threads (as in aura); one thread is plenty here.
 _REDIS_LIMITER = trio.CapacityLimiter(1)
 
@@ -50,6 +52,7 @@ class Context:
     label: str
     progress_every: float = 2.0
     status: dict[str, Any] = field(default_factory=dict)
+    lags: list[float] = field(default_factory=list)
     _redis: redis.Redis | None = None
 
     # --- the server -----------------------------------------------------------
@@ -62,7 +65,8 @@ class Context:
         client = KeepAliveClient(self.target.host, self.target.port)
         target = "/bench/stats" + (f"?{query}" if query else "")
         try:
-            response = await client.request(self.target.get_request(target))
+            # Connection: close, so probing leaves no idle connection behind to count.
+            response = await client.request(self.target.get_request(target, close=True))
         finally:
             client.close()
         stats: dict[str, Any] = json.loads(response.body)
@@ -97,6 +101,26 @@ class Context:
     def close(self) -> None:
         if self._redis is not None:
             self._redis.close()
+
+    # --- the machine ----------------------------------------------------------
+
+    async def watch_lag(self) -> None:
+        """Note how late this process wakes from short sleeps, until cancelled.
+
+        The load generator is mostly idle in the latency scenarios, so a late
+        wake-up here means the machine stalled everyone (other tenants, steal),
+        not that the server was slow.
+        """
+        while True:
+            before = trio.current_time()
+            await trio.sleep(LAG_PROBE_SECONDS)
+            self.lags.append(trio.current_time() - before - LAG_PROBE_SECONDS)
+
+    def lag_figures(self) -> dict[str, float]:
+        return {
+            "client_lag_max_ms": 1000 * max(self.lags, default=0.0),
+            "client_lags_over_20ms": sum(1 for lag in self.lags if lag > 0.020),
+        }
 
     # --- progress -------------------------------------------------------------
 

@@ -87,6 +87,13 @@ def _gc(r: Result) -> str:
     return f"{share:.1f}% ({r['gc_full']} full, max {r['gc_max_pause_ms']:,.0f} ms)"
 
 
+def _lag(r: Result) -> str:
+    """How much the load generator's own loop stalled: a machine-wide hiccup shows here."""
+    if "client_lag_max_ms" not in r:
+        return "–"
+    return f"max {r['client_lag_max_ms']:.0f} ms, {r['client_lags_over_20ms']} > 20 ms"
+
+
 def _idle_rows(target: str, r: Result) -> list[list[str]]:
     return [
         [target, f"{p['sessions']:,}", f"{p['rss'] / 1024**2:.1f} MB",
@@ -102,8 +109,8 @@ def _approval_rows(target: str, r: Result) -> list[list[str]]:
     lat = r["latency"]
     return [[target, f"{r['sessions']:,}", f"{r['rate']:.0f}/s", f"{lat['p50_ms']:.2f} ms",
              f"{lat['p99_ms']:.2f} ms", f"{lat['max_ms']:.2f} ms",
-             str(r["event_before_response"]), str(r["errors"]),
-             f"{r['server_cpu_pct']:.0f}%", _gc(r), f"{r['client_cpu_pct']:.0f}%"]]  # fmt: skip
+             str(r["event_before_response"]), str(r["errors"]), f"{r['server_cpu_pct']:.0f}%",
+             _gc(r), f"{r['client_cpu_pct']:.0f}%", _lag(r)]]  # fmt: skip
 
 
 def _roundtrip_rows(target: str, r: Result) -> list[list[str]]:
@@ -117,10 +124,12 @@ def _roundtrip_rows(target: str, r: Result) -> list[list[str]]:
 
 def _teardown_rows(target: str, r: Result) -> list[list[str]]:
     lat, before, after = r["latency"], r["baseline"], r["settled"]
-    moved = [f"{before[k]} → {after[k]}" for k in ("tasks", "threads", "fds", "redis_clients")]
+    moved = [
+        f"{before[k]} → {after[k]}" for k in ("tasks", "threads", "fds_not_redis", "redis_clients")
+    ]
     return [[target, f"{lat['p50_ms']:.2f} ms", f"{lat['p99_ms']:.2f} ms",
              f"{lat['max_ms']:.2f} ms", str(r["not_cancelled"]), f"{r['cycles_per_s']:.0f}",
-             *moved, str(r["errors"])]]  # fmt: skip
+             *moved, str(r["errors"]), _lag(r)]]  # fmt: skip
 
 
 def _streaming_rows(target: str, r: Result) -> list[list[str]]:
@@ -135,13 +144,13 @@ _DETAILS: list[tuple[str, str, list[str], Callable[[str, Result], list[list[str]
       "Redis clients", "Redis memory", "heartbeats in window", "errors"], _idle_rows),
     ("approval", "2. Approval latency",
      ["target", "waiting", "approvals", "p50", "p99", "max", "event before response",
-      "errors", "server CPU", "of which GC", "client CPU"], _approval_rows),
+      "errors", "server CPU", "of which GC", "client CPU", "client stalls"], _approval_rows),
     ("roundtrip", "3. Round-trip throughput",
      ["target", "C", "sessions/s", "p50", "p99", "errors", "server CPU", "of which GC",
       "server CPU/session", "client CPU", "Redis CPU"], _roundtrip_rows),
     ("teardown", "4. Teardown",
-     ["target", "p50", "p99", "max", "not cancelled", "cycles/s", "tasks", "threads", "fds",
-      "Redis clients", "errors"], _teardown_rows),
+     ["target", "p50", "p99", "max", "not cancelled", "cycles/s", "tasks", "threads",
+      "fds (not Redis)", "Redis clients", "errors", "client stalls"], _teardown_rows),
     ("streaming", "5. Streaming throughput",
      ["target", "sessions × words", "events/s", "server CPU/event", "server CPU", "of which GC",
       "client CPU", "errors"], _streaming_rows),
@@ -258,6 +267,7 @@ def headline(scenario: str, r: Result) -> str:
     if scenario in ("approval", "teardown"):
         lat = r["latency"]
         text = f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms"
+        text += f" (client stalls: {_lag(r)})"
         if scenario == "teardown":
             text += f"; {r['cycles_per_s']:.0f} cycles/s; leaked {r['leaked'] or 'nothing'}"
         return f"{text}; errors {r['errors']}"

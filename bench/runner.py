@@ -64,8 +64,10 @@ async def _measure(
     profiler = Profiler(ctx.server.pid, profile_to) if profile_to is not None else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ctx.show_progress)
+        nursery.start_soon(ctx.watch_lag)
         try:
             result = await scenario(ctx, **params)
+            result.update(ctx.lag_figures())
         finally:
             nursery.cancel_scope.cancel()
             if profiler is not None:
