@@ -107,9 +107,9 @@ class Context:
     async def watch_lag(self) -> None:
         """Note how late this process wakes from short sleeps, until cancelled.
 
-        The load generator is mostly idle in the latency scenarios, so a late
-        wake-up here means the machine stalled everyone (other tenants, steal),
-        not that the server was slow.
+        The load generator is mostly idle in the latency windows, so a late wake-up
+        there means the machine stalled everyone (other tenants, steal), not that
+        the server was slow. Windows reset it (:class:`CpuMeter`).
         """
         while True:
             before = trio.current_time()
@@ -146,6 +146,7 @@ class CpuMeter:
 
     async def start(self) -> None:
         await self._ctx.server_stats("gctrace=on")
+        self._ctx.lags.clear()
         self._t0 = trio.current_time()
         self._server0 = self._ctx.server_sample().cpu
         self._client0 = procs.self_cpu()
@@ -168,4 +169,5 @@ class CpuMeter:
             "gc_max_pause_ms": max((g.get("max_ms", 0.0) for g in generations), default=0.0),
             "gc_full": generations[2].get("count", 0),
             "gc_tracked_objects": pauses.get("tracked_objects"),
+            **self._ctx.lag_figures(),
         }

@@ -67,7 +67,6 @@ async def _measure(
         nursery.start_soon(ctx.watch_lag)
         try:
             result = await scenario(ctx, **params)
-            result.update(ctx.lag_figures())
         finally:
             nursery.cancel_scope.cancel()
             if profiler is not None:

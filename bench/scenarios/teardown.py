@@ -116,6 +116,7 @@ async def run(
                         cancelled_at[request_id] = now
             await trio.sleep(POLL_SECONDS)
 
+    ctx.lags.clear()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(poll)
         start = trio.current_time()
@@ -129,6 +130,7 @@ async def run(
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     latencies = [cancelled_at[r] - closed_at[r] for r in closed_at if r in cancelled_at]
+    stalls = ctx.lag_figures()
     not_cancelled = len(streams) - len(latencies) + sum(other_status.values())
 
     # --- leaks ----------------------------------------------------------------
@@ -156,6 +158,7 @@ async def run(
         "after_quiet": after,
         "settled": settled,
         "leaked": leaked,
+        **stalls,
         "errors": errors.total() + not_cancelled,
         "error_kinds": dict(errors.most_common(5)),
     }
