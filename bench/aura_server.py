@@ -41,6 +41,23 @@ def live_tasks() -> list[trio.lowlevel.Task]:
 
 
 _baseline: list[tracemalloc.Snapshot] = []
+_old_ids: set[int] = set()
+
+
+def promoted(what: str, top: int = 40) -> dict[str, int]:
+    """`start`: collect, then remember the oldest generation; `diff`: what reached
+    the oldest generation since, by type (what makes full collections come back)."""
+    if what == "start":
+        gc.collect()
+        _old_ids.clear()
+        _old_ids.update(id(o) for o in gc.get_objects(generation=2))
+        return {}
+    fresh = Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}"
+        for o in gc.get_objects(generation=2)
+        if id(o) not in _old_ids
+    )
+    return dict(fresh.most_common(top))
 
 
 def memory_diff(what: str, top: int = 40) -> list[str]:
@@ -83,6 +100,8 @@ async def _serve(settings: Settings) -> None:
             body["types"] = Counter(
                 f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
             )
+        if request.args.get("promoted"):
+            body["promoted"] = promoted(request.args["promoted"])
         if request.args.get("gctrace"):
             body["gc_pauses"] = gctrace.trace(request.args["gctrace"])
         if request.args.get("memory"):
