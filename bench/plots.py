@@ -15,6 +15,7 @@ def draw(data: dict[str, Any], out: Path) -> tuple[list[str], str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         return [], "No plots: matplotlib is not installed (`pip install -e '.[bench]'`)."
     files = []
@@ -35,8 +36,8 @@ def draw(data: dict[str, Any], out: Path) -> tuple[list[str], str]:
         files.append(_save(fig, out, "memory_vs_sessions.png"))
 
     panels = [
-        ("approval", "latencies_ms", "approval response → next event (ms)"),
-        ("teardown", "latencies_ms", "disconnect → `cancelled` in Redis (ms)"),
+        ("approval", "latencies_ms", "approve response → next event (ms; event first: 0)"),
+        ("teardown", "latencies_ms", "disconnect → 'cancelled' in Redis (ms)"),
         ("roundtrip", "session_times_ms", "round-trip session time (ms)"),
     ]
     panels = [p for p in panels if any(r["scenario"] == p[0] for r in runs)]
@@ -55,6 +56,7 @@ def draw(data: dict[str, Any], out: Path) -> tuple[list[str], str]:
                 fractions = [(i + 1) / len(values) for i in range(len(values))]
                 ax.plot(values, fractions, label=run["target"], color=COLORS.get(run["target"]))
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel(title)
             ax.set_ylabel("fraction ≤ x")
             ax.grid(alpha=0.3, which="both")
