@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return _run(args, argv)
+        _stop_cleanly_on_signals()
+        try:
+            return _run(args, argv)
+        except BaseException as error:
+            if not _only_interrupts(error):
+                raise
+            print("interrupted: the processes it started are stopped", file=sys.stderr)
+            return 130
     return _report(args.results, args.publish)
 
 
@@ -113,6 +121,25 @@ def _report(results: Path, publish: bool) -> int:
         print(f"wrote {item}", file=sys.stderr)
     print(report.summary_text(data))
     return 0 if not report.failures(data) else 1
+
+
+def _stop_cleanly_on_signals() -> None:
+    """SIGINT and SIGTERM end a run through its `finally`s, which stop the Redis and
+    server processes it started. (A job started in the background by a shell has
+    SIGINT ignored, and SIGTERM would otherwise leave the children behind.)"""
+
+    def as_interrupt(signum: int, frame: object) -> None:
+        # As SIGINT, which Trio turns into KeyboardInterrupt at a safe point.
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, as_interrupt)
+
+
+def _only_interrupts(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return error.split(KeyboardInterrupt)[1] is None
+    return isinstance(error, KeyboardInterrupt)
 
 
 def _check_peer_installed() -> None:
