@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,63 @@ def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
         "p99_ms": percentile(seconds, 99) * 1000,
         "max_ms": max(seconds) * 1000 if seconds else math.nan,
     }
+
+
+def latency_figures(seconds: Sequence[float]) -> dict[str, Any]:
+    """The summary of some durations, and all of them in ms (for the plots)."""
+    return {"latency": summarize_ms(seconds), "latencies_ms": [x * 1000 for x in seconds]}
+
+
+class Errors:
+    """What went wrong in a scenario, by kind; the total shows in the progress line."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self._kinds: Counter[str] = Counter()
+        self._status = status
+        status["errors"] = 0
+
+    def note(self, error: BaseException) -> None:
+        self._kinds[f"{type(error).__name__}: {str(error)[:80]}"] += 1
+        self._status["errors"] = self._kinds.total()
+
+    def figures(self, more: int = 0) -> dict[str, Any]:
+        """`errors` (plus `more` found otherwise) and the commonest kinds."""
+        return {
+            "errors": self._kinds.total() + more,
+            "error_kinds": dict(self._kinds.most_common(5)),
+        }
+
+
+@dataclass
+class Window:
+    """Whether the measured window is open; clients count only what happens in it."""
+
+    open: bool = False
+
+
+async def closed_loop(
+    ctx: Context,
+    clients: int,
+    client: Callable[[int], Awaitable[None]],
+    window: Window,
+    *,
+    warmup: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """Run `client(0..clients-1)`, open `window` after `warmup` for `seconds`, then
+    cancel them all; returns the window's CPU figures (:class:`CpuMeter`)."""
+    meter = CpuMeter(ctx)
+    async with trio.open_nursery() as nursery:
+        for index in range(clients):
+            nursery.start_soon(client, index)
+        await trio.sleep(warmup)
+        window.open = True
+        await meter.start()
+        await trio.sleep(seconds)
+        window.open = False
+        cpu = await meter.stop()
+        nursery.cancel_scope.cancel()
+    return cpu
 
 
 @dataclass

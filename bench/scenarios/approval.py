@@ -8,13 +8,12 @@ this process on one clock. When the event arrives first, the latency counts as 0
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import trio
 
 from ..load import CONNECTION_ERRORS, WAITING_PROMPT, Approver, open_until_hitl, read_to_done
-from ..measure import Context, CpuMeter, summarize_ms
+from ..measure import Context, CpuMeter, Errors, latency_figures
 
 APPROVERS = 16
 
@@ -23,17 +22,13 @@ async def run(
     ctx: Context, *, sessions: int, rate: float, open_concurrency: int, quiet_seconds: float
 ) -> dict[str, Any]:
     target = ctx.target
-    errors: Counter[str] = Counter()
+    errors = Errors(ctx.status)
     request_ids: list[str | None] = [None] * sessions
     answered: list[float | None] = [None] * sessions
     next_event: list[float | None] = [None] * sessions
     opened = [trio.Event() for _ in range(sessions)]
     opening = trio.Semaphore(open_concurrency)
-    ctx.status.update(waiting=0, approved=0, errors=0)
-
-    def error(exc: BaseException) -> None:
-        errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
-        ctx.status["errors"] = errors.total()
+    ctx.status.update(waiting=0, approved=0)
 
     async def session(index: int) -> None:
         try:
@@ -42,7 +37,7 @@ async def run(
                     target, target.stream_request(WAITING_PROMPT, index)
                 )
         except CONNECTION_ERRORS as exc:
-            error(exc)
+            errors.note(exc)
             return
         finally:
             opened[index].set()
@@ -50,7 +45,7 @@ async def run(
         try:
             _, next_event[index] = await read_to_done(stream)
         except CONNECTION_ERRORS as exc:
-            error(exc)
+            errors.note(exc)
         finally:
             stream.close()
 
@@ -69,7 +64,7 @@ async def run(
             answered[index] = trio.current_time()
             ctx.status["approved"] += 1
         except CONNECTION_ERRORS as exc:
-            error(exc)
+            errors.note(exc)
         finally:
             pool_send.send_nowait(approver)
 
@@ -111,11 +106,9 @@ async def run(
     return {
         "sessions": sessions,
         "rate": rate,
-        "latency": summarize_ms(latencies),
-        "latencies_ms": [x * 1000 for x in latencies],
+        **latency_figures(latencies),
         "event_before_response": early,
         "missing_events": missing,
-        "errors": errors.total() + missing,
-        "error_kinds": dict(errors.most_common(5)),
+        **errors.figures(more=missing),
         **cpu,
     }

@@ -7,13 +7,12 @@ idle window of one heartbeat period, so every session heartbeats once in it.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import trio
 
 from ..load import CONNECTION_ERRORS, WAITING_PROMPT, open_until_hitl
-from ..measure import Context, CpuMeter
+from ..measure import Context, CpuMeter, Errors
 
 
 async def run(
@@ -26,13 +25,13 @@ async def run(
     quiet_seconds: float,
 ) -> dict[str, Any]:
     target = ctx.target
-    errors: Counter[str] = Counter()
+    errors = Errors(ctx.status)
     waiting = [0]
     heartbeats = [0]
     ended_early = [0]
     ramp: list[tuple[int, int]] = []
     opening = trio.Semaphore(open_concurrency)
-    ctx.status.update(waiting=0, errors=0)
+    ctx.status["waiting"] = 0
 
     async def hold(index: int, opened: trio.Event) -> None:
         try:
@@ -41,8 +40,7 @@ async def run(
                     target, target.stream_request(WAITING_PROMPT, index)
                 )
         except CONNECTION_ERRORS as error:
-            errors[f"{type(error).__name__}: {str(error)[:80]}"] += 1
-            ctx.status["errors"] = errors.total()
+            errors.note(error)
             opened.set()
             return
         waiting[0] += 1
@@ -104,7 +102,6 @@ async def run(
         "baseline": {"rss": base_sample.rss, "fds": base_sample.fds, **base_redis},
         "points": points,
         "ramp": ramp,
-        "errors": errors.total(),
-        "error_kinds": dict(errors.most_common(5)),
+        **errors.figures(),
         "ended_early": ended_early[0],
     }

@@ -3,7 +3,6 @@ stream → `hitl` → approve → `[DONE]`, again and again."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import trio
@@ -15,15 +14,15 @@ from ..load import (
     read_to_done,
     wait_for_close,
 )
-from ..measure import Context, CpuMeter, summarize_ms
+from ..measure import Context, Errors, Window, closed_loop, summarize_ms
 
 
 async def run(ctx: Context, *, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
     target = ctx.target
     session_times: list[float] = []
-    errors: Counter[str] = Counter()
-    window = {"open": False}
-    ctx.status.update(C=concurrency, done=0, errors=0)
+    errors = Errors(ctx.status)
+    window = Window()
+    ctx.status.update(C=concurrency, done=0)
 
     async def client(index: int) -> None:
         approver = target.approver()
@@ -40,35 +39,23 @@ async def run(ctx: Context, *, concurrency: int, seconds: float, warmup: float) 
                     finally:
                         stream.close()
                 except CONNECTION_ERRORS as error:
-                    errors[f"{type(error).__name__}: {str(error)[:80]}"] += 1
-                    ctx.status["errors"] = errors.total()
+                    errors.note(error)
                     approver.close()
                     await trio.sleep(0.05)
                     continue
-                if window["open"]:
+                if window.open:
                     session_times.append(trio.current_time() - started)
                     ctx.status["done"] = len(session_times)
         finally:
             approver.close()
 
-    meter = CpuMeter(ctx)
-    async with trio.open_nursery() as nursery:
-        for index in range(concurrency):
-            nursery.start_soon(client, index)
-        await trio.sleep(warmup)
-        window["open"] = True
-        await meter.start()
-        await trio.sleep(seconds)
-        window["open"] = False
-        cpu = await meter.stop()
-        nursery.cancel_scope.cancel()
+    cpu = await closed_loop(ctx, concurrency, client, window, warmup=warmup, seconds=seconds)
     return {
         "concurrency": concurrency,
         "completed": len(session_times),
         "sessions_per_s": len(session_times) / cpu["wall_s"],
         "session_time": summarize_ms(session_times),
         "session_times_ms": [t * 1000 for t in session_times],
-        "errors": errors.total(),
-        "error_kinds": dict(errors.most_common(5)),
+        **errors.figures(),
         **cpu,
     }

@@ -8,14 +8,13 @@ the figure is events received per second, and the server's CPU per event.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import trio
 
 from ..http import DONE_FRAME
 from ..load import CONNECTION_ERRORS, SessionError
-from ..measure import Context, CpuMeter
+from ..measure import Context, Errors, Window, closed_loop
 
 
 async def run(
@@ -23,11 +22,11 @@ async def run(
 ) -> dict[str, Any]:
     target = ctx.target
     prompt = " ".join(["a"] * words)
-    errors: Counter[str] = Counter()
-    window = {"open": False}
+    errors = Errors(ctx.status)
+    window = Window()
     counted = [0]
     completed = [0]
-    ctx.status.update(events=0, errors=0)
+    ctx.status["events"] = 0
 
     async def client(index: int) -> None:
         raw = target.stream_post_request(prompt, index)
@@ -36,7 +35,7 @@ async def run(
                 stream = await target.open_stream(raw)
                 try:
                     while frames := await stream.frames():
-                        if window["open"]:
+                        if window.open:
                             counted[0] += sum(1 for f in frames if f.startswith(b"id:"))
                         if frames[-1] == DONE_FRAME:
                             break
@@ -45,25 +44,14 @@ async def run(
                 finally:
                     stream.close()
             except CONNECTION_ERRORS as error:
-                errors[f"{type(error).__name__}: {str(error)[:80]}"] += 1
-                ctx.status["errors"] = errors.total()
+                errors.note(error)
                 await trio.sleep(0.05)
                 continue
-            if window["open"]:
+            if window.open:
                 completed[0] += 1
             ctx.status["events"] = counted[0]
 
-    meter = CpuMeter(ctx)
-    async with trio.open_nursery() as nursery:
-        for index in range(sessions):
-            nursery.start_soon(client, index)
-        await trio.sleep(warmup)
-        window["open"] = True
-        await meter.start()
-        await trio.sleep(seconds)
-        window["open"] = False
-        cpu = await meter.stop()
-        nursery.cancel_scope.cancel()
+    cpu = await closed_loop(ctx, sessions, client, window, warmup=warmup, seconds=seconds)
     events = counted[0]
     return {
         "sessions": sessions,
@@ -72,7 +60,6 @@ async def run(
         "completed_sessions": completed[0],
         "events_per_s": events / cpu["wall_s"],
         "server_cpu_us_per_event": 1e6 * cpu["server_cpu_s"] / max(1, events),
-        "errors": errors.total(),
-        "error_kinds": dict(errors.most_common(5)),
+        **errors.figures(),
         **cpu,
     }

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from ..load import CONNECTION_ERRORS, WAITING_PROMPT, open_until_hitl
-from ..measure import Context, summarize_ms
+from ..measure import Context, Errors, latency_figures
 
 POLL_SECONDS = 0.001
 WARMUP_ROUNDS = 10  # cycles per client before the baseline
@@ -54,7 +54,7 @@ async def run(
     quiet_seconds: float,
 ) -> dict[str, Any]:
     target = ctx.target
-    errors: Counter[str] = Counter()
+    errors = Errors(ctx.status)
     done = [0]
 
     async def cycle(index: int, count: int) -> None:
@@ -64,8 +64,7 @@ async def run(
                 stream, _ = await open_until_hitl(target, raw)
                 stream.close()
             except CONNECTION_ERRORS as exc:
-                errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
-                ctx.status["errors"] = errors.total()
+                errors.note(exc)
             done[0] += 1
             ctx.status["cycles"] = done[0]
 
@@ -78,7 +77,7 @@ async def run(
                 nursery.start_soon(cycle, index, count)
         return trio.current_time() - started
 
-    ctx.status.update(phase="pre-cycles", errors=0)
+    ctx.status["phase"] = "pre-cycles"
     await cycles_of(WARMUP_ROUNDS * cycle_concurrency)
     await trio.sleep(quiet_seconds)
     baseline = await _resources(ctx)
@@ -149,8 +148,7 @@ async def run(
     return {
         "waiting": waiting,
         "cycles": cycles,
-        "latency": summarize_ms(latencies),
-        "latencies_ms": [x * 1000 for x in latencies],
+        **latency_figures(latencies),
         "not_cancelled": not_cancelled,
         "other_status": dict(other_status),
         "cycles_per_s": cycles / cycle_seconds,
@@ -159,6 +157,5 @@ async def run(
         "settled": settled,
         "leaked": leaked,
         **stalls,
-        "errors": errors.total() + not_cancelled,
-        "error_kinds": dict(errors.most_common(5)),
+        **errors.figures(more=not_cancelled),
     }
