@@ -56,7 +56,12 @@ def draw(data: dict[str, Any], out: Path) -> tuple[list[str], str]:
                 fractions = [(i + 1) / len(values) for i in range(len(values))]
                 ax.plot(values, fractions, label=run["target"], color=COLORS.get(run["target"]))
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            low, high = ax.get_xlim()
+            # Minor ticks get labels only where they do not crowd (a narrow range).
+            narrow = low > 0 and high / low < 30
+            ax.xaxis.set_minor_formatter(plain if narrow else ticker.NullFormatter())
             ax.set_xlabel(title)
             ax.set_ylabel("fraction ≤ x")
             ax.grid(alpha=0.3, which="both")
