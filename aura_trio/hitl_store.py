@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import hitl
-from .errors import ConflictError, NotFoundError, StoreUnavailable
-from .redis_bus import RedisBus
+from .errors import ConflictError, NotFoundError
+from .redis_bus import RedisBus, Swap
 
 # Each swap only loses to another writer that already moved the record on; a
 # handful of attempts is plenty, and bounded.
@@ -99,11 +99,10 @@ class HitlStore:
             NotFoundError: as :meth:`read_request`.
             ConflictError: the request is no longer pending.
         """
-        key = hitl.request_key(request_id)
-        for _ in range(_ATTEMPTS):
-            raw = await self._bus.get(key)
+
+        def change(raw: bytes | None) -> Swap:
             record = hitl.decode(raw)
-            if raw is None or record is None or not hitl.visible_to(record, tenant_id):
+            if record is None or not hitl.visible_to(record, tenant_id):
                 raise NotFoundError("HITL request not found")
             updated = hitl.with_status(record, decision)
             if updated is None:
@@ -112,14 +111,13 @@ class HitlStore:
             if not isinstance(session_id, str):
                 raise NotFoundError("HITL request not found")
             signal = hitl.signal_payload(request_id, decision, reason=reason, user_id=user_id)
-            if await self._bus.compare_and_set(
-                key,
-                raw,
-                hitl.encode(updated),
-                announce=(session_id, hitl.encode(signal), self._signal_ttl),
-            ):
-                return updated
-        raise StoreUnavailable("HITL request kept changing; try again")
+            announce = (session_id, hitl.encode(signal), self._signal_ttl)
+            return Swap(hitl.encode(updated), result=updated, announce=announce)
+
+        decided: dict[str, Any] = await self._bus.update(
+            hitl.request_key(request_id), change, attempts=_ATTEMPTS
+        )
+        return decided
 
     async def settle(self, request_id: str, status: hitl.Status) -> str | None:
         """Move a pending request to `status`; return the status it ends up in.
@@ -128,16 +126,18 @@ class HitlStore:
         stored request is the one truth a session follows. None when the request
         is gone (expired or deleted).
         """
-        key = hitl.request_key(request_id)
-        for _ in range(_ATTEMPTS):
-            raw = await self._bus.get(key)
+
+        def change(raw: bytes | None) -> Swap:
             record = hitl.decode(raw)
-            if raw is None or record is None:
-                return None
+            if record is None:
+                return Swap(None)
             updated = hitl.with_status(record, status)
             if updated is None:
                 current = record.get("status")
-                return current if isinstance(current, str) else None
-            if await self._bus.compare_and_set(key, raw, hitl.encode(updated)):
-                return status
-        raise StoreUnavailable("HITL request kept changing")
+                return Swap(None, result=current if isinstance(current, str) else None)
+            return Swap(hitl.encode(updated), result=status)
+
+        settled: str | None = await self._bus.update(
+            hitl.request_key(request_id), change, attempts=_ATTEMPTS
+        )
+        return settled

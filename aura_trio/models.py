@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from . import errors
 
@@ -14,12 +14,6 @@ MAX_REASON_CHARS = 2000
 PATH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 T = TypeVar("T")
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
 
 
 class StreamQuery(BaseModel):
@@ -32,8 +26,6 @@ class StreamQuery(BaseModel):
         json_schema_extra={"required": True},  # quart-schema reads it per parameter
     )
 
-    _check = field_validator("message")(_not_blank)
-
 
 class StreamBody(BaseModel):
     """`POST /aura/test/stream` body."""
@@ -43,8 +35,6 @@ class StreamBody(BaseModel):
         default=None, description="url, path, title, activeApp, itemId, metadata…"
     )
     thread_id: StrictStr | None = None
-
-    _check = field_validator("prompt")(_not_blank)
 
 
 class DecisionBody(BaseModel):

@@ -8,6 +8,10 @@ a single `PSUBSCRIBE` and hands each message to the local subscription of its to
 Messages published while that subscription is down are lost by Redis, so every
 watched subscription's stored value is re-read in one batch whenever the
 subscription is (re-)established, and again every `poll_interval` as a safety net.
+
+A message this process announces itself (in a successful :meth:`RedisBus.update`)
+is also handed to the local subscriber at once, marked `announced_here`: it does
+not wait for Redis to send it back through the subscriber thread.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -45,6 +50,33 @@ _INBOX_SIZE = 16
 _POLL_SECONDS = 0.1
 
 
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message for a topic.
+
+    `announced_here`: this process's own :meth:`RedisBus.update` stored and published
+    it, in the same atomic step that changed the key; what it reports is therefore
+    already stored. Its published copy arrives as well.
+    """
+
+    payload: bytes
+    announced_here: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """What :meth:`RedisBus.update` does with the value it read.
+
+    `new`: the value to put instead (None: leave it as it is). `announce`:
+    `(topic, message, ttl)` to store for the topic and publish, in the same atomic
+    step. `result`: what `update` returns when this swap is the one that applies.
+    """
+
+    new: bytes | None
+    result: Any = None
+    announce: tuple[str, bytes, int] | None = None
+
+
 class Subscription:
     """Messages for one topic, received by one local task.
 
@@ -57,11 +89,11 @@ class Subscription:
         self.watched = False
         self.dropped = 0
         self._bus = bus
-        self._send, self.receive = trio.open_memory_channel[bytes](_INBOX_SIZE)
+        self._send, self.receive = trio.open_memory_channel[Message](_INBOX_SIZE)
 
-    def deliver(self, payload: bytes) -> None:
+    def deliver(self, payload: bytes, *, announced_here: bool = False) -> None:
         try:
-            self._send.send_nowait(payload)
+            self._send.send_nowait(Message(payload, announced_here))
         except trio.WouldBlock:
             # The stored copy is re-read on the next resync, so nothing is lost for good.
             self.dropped += 1
@@ -197,36 +229,51 @@ class RedisBus:
         raw = await self._call(self._client.smembers, set_key, abandon=True)
         return sorted(m.decode("utf-8", "replace") for m in raw)
 
-    async def keys_matching(self, pattern: str) -> list[str]:
-        """Every key matching `pattern` (SCAN, never KEYS: Redis is not blocked)."""
+    async def update(
+        self, key: str, change: Callable[[bytes | None], Swap], *, attempts: int
+    ) -> Any:
+        """Read `key`, let `change` decide, and compare-and-set: in one worker-thread job.
 
-        def run() -> list[str]:
-            return [k.decode("utf-8", "replace") for k in self._client.scan_iter(pattern, 200)]
+        `change` gets the value (None when the key is missing) and returns a
+        :class:`Swap`; it runs in that thread, so it must be pure (no Trio, no I/O),
+        and what it raises propagates. The new value replaces the read one only if
+        it is still there (TTL kept), with the swap's announcement in the same
+        atomic step; otherwise it is read again, up to `attempts` times. A local
+        subscriber of an announced topic gets the message at once (`announced_here`).
+        Returns the result of the swap that applied.
 
-        keys: list[str] = await self._call(run, abandon=True)
-        return keys
-
-    async def compare_and_set(
-        self,
-        key: str,
-        expected: bytes,
-        new: bytes,
-        *,
-        announce: tuple[str, bytes, int] | None = None,
-    ) -> bool:
-        """Atomically replace `key`'s value if it still is `expected`, keeping its TTL.
-
-        With `announce=(topic, message, ttl)`, the same step also stores `message` for
-        the topic (with `ttl`) and publishes it. Returns whether the swap happened.
+        Raises:
+            StoreUnavailable: Redis failed, or the value kept changing.
         """
-        keys = [key]
-        args: list[Any] = [expected, new]
-        if announce is not None:
-            topic, message, ttl = announce
-            keys.append(self._stored_prefix + topic)
-            args += [message, ttl, self._channel_prefix + topic.encode()]
-        done = await self._call(partial(self._compare_and_set, keys=keys, args=args))
-        return bool(done)
+
+        def run() -> Swap:
+            for _ in range(attempts):
+                raw: bytes | None = self._client.get(key)  # type: ignore[assignment]
+                swap = change(raw)
+                if swap.new is None:
+                    return swap
+                if raw is None:
+                    raise ValueError(f"cannot swap the value of a missing key {key!r}")
+                keys: list[str] = [key]
+                args: list[Any] = [raw, swap.new]
+                if swap.announce is not None:
+                    topic, message, ttl = swap.announce
+                    keys.append(self._stored_prefix + topic)
+                    args += [message, ttl, self._channel_prefix + topic.encode()]
+                if self._compare_and_set(keys=keys, args=args):
+                    return swap
+            raise StoreUnavailable(f"{key} kept changing; try again")
+
+        # One job, not a GET and a compare-and-set apart: each hand-off to a worker
+        # thread and back waits behind the busy Trio loop (p99 several ms).
+        swap: Swap = await self._call(run)
+        if swap.announce is not None:
+            # Waiting for Redis to send it back costs a trip through the
+            # subscriber thread, milliseconds when the loop is busy.
+            subscription = self._subscriptions.get(swap.announce[0])
+            if subscription is not None:
+                subscription.deliver(swap.announce[1], announced_here=True)
+        return swap.result
 
     async def publish_stored(self, topic: str, message: bytes, ttl: int) -> None:
         """PUBLISH then SET with a TTL, non-atomically: what the Java side does."""

@@ -20,7 +20,9 @@ class SignalWaiter:
 
     Signals for any other request id (an earlier request's stored signal, a replay)
     and malformed ones are ignored. Before a decision is acted on it is settled in
-    Redis: when another decision was stored first, the stored one wins.
+    Redis: when another decision was stored first, the stored one wins. A decision
+    this process announced itself was stored in the same atomic step as the
+    pending → decided transition, so it is applied as it is.
 
     Args:
         subscription: the session's subscription, registered before any request exists.
@@ -70,15 +72,19 @@ class SignalWaiter:
 
     async def run(self) -> None:
         """Handle this session's signals until cancelled."""
-        async for payload in self._subscription.receive:
-            signal = hitl.parse_signal(payload)
+        async for message in self._subscription.receive:
+            signal = hitl.parse_signal(message.payload)
             if signal is None:
                 log.warning(
                     "malformed HITL signal ignored",
-                    extra={"sessionId": self._subscription.topic, "bytes": len(payload)},
+                    extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
                 )
                 continue
-            if signal.request_id == self._expected:
+            if signal.request_id != self._expected:
+                continue
+            if message.announced_here:
+                self.resolve(signal.request_id, signal.decision, signal.reason)
+            else:
                 await self._settle(signal)
 
     async def _settle(self, signal: hitl.Signal) -> None:

@@ -124,7 +124,6 @@ async def test_bad_stream_requests_are_400_in_the_envelope(aura):
         b"[1,2]",
         b"",
         {"prompt": ""},
-        {"prompt": "   "},
         {"prompt": 5},
         {"context": {}},
         {"prompt": "x", "context": [1]},

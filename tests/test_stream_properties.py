@@ -52,7 +52,7 @@ def echo_server(
 
 @PROPERTY
 @given(
-    prompt=st.text(any_char, min_size=1, max_size=2000).filter(str.strip),
+    prompt=st.text(any_char, min_size=1, max_size=2000),
     context=st.dictionaries(st.text(any_char), json_value, max_size=5),
 )
 @example(prompt=(NASTY + "가" * 16000)[:16000], context={"\r\n\ud800": ["\u2028", {"": None}]})

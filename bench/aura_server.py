@@ -1,0 +1,130 @@
+"""`aura-trio serve` for the bench: the same app, plus one read-only route.
+
+`GET /bench/stats` answers what only the process itself knows: its live Trio
+task count and open sessions (`?names=1`: the tasks by name, to find a leak;
+`?memory=base|diff`: tracemalloc snapshots, with PYTHONTRACEMALLOC set).
+Everything else is served by the unchanged app from :func:`aura_trio.create_app`,
+on the same runner as `aura-trio serve`.
+
+    python -m bench.aura_server --host 127.0.0.1 --port 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import threading
+import tracemalloc
+from collections import Counter
+
+import trio
+from quart import Response, request
+
+from aura_trio import Settings, create_app, serve_until_signal, state_of
+from aura_trio.logs import configure_logging
+
+from . import gctrace
+
+
+def live_tasks() -> list[trio.lowlevel.Task]:
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found, pending = [], [root]
+    while pending:
+        task = pending.pop()
+        found.append(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return found
+
+
+_baseline: list[tracemalloc.Snapshot] = []
+_old_ids: set[int] = set()
+
+
+def promoted(what: str, top: int = 40) -> dict[str, int]:
+    """`start`: collect, then remember the oldest generation; `diff`: what reached
+    the oldest generation since, by type (what makes full collections come back)."""
+    if what == "start":
+        gc.collect()
+        _old_ids.clear()
+        _old_ids.update(id(o) for o in gc.get_objects(generation=2))
+        return {}
+    fresh = Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}"
+        for o in gc.get_objects(generation=2)
+        if id(o) not in _old_ids
+    )
+    return dict(fresh.most_common(top))
+
+
+def memory_diff(what: str, top: int = 40) -> list[str]:
+    """`base`: remember a tracemalloc snapshot; `diff` / `files`: what was allocated
+    since, by line / by file.
+
+    Needs the server started with PYTHONTRACEMALLOC=N (diagnostics only: it is slow).
+    """
+    if not tracemalloc.is_tracing():
+        return ["start the server with PYTHONTRACEMALLOC=1"]
+    snapshot = tracemalloc.take_snapshot()
+    if what == "base" or not _baseline:
+        _baseline[:] = [snapshot]
+        return []
+    key = "filename" if what == "files" else "lineno"
+    stats = snapshot.compare_to(_baseline[0], key)
+    return [str(stat) for stat in stats[:top]]
+
+
+async def _serve(settings: Settings) -> None:
+    app = create_app(settings)
+    state = state_of(app)
+
+    @app.get("/bench/stats")
+    async def stats() -> Response:
+        tasks = live_tasks()
+        body: dict[str, object] = {
+            "tasks": len(tasks),
+            "threads": threading.active_count(),
+            "sessions": len(state.registry),
+            "subscriptions": state.bus.subscription_count,
+        }
+        if request.args.get("names"):
+            body["names"] = Counter(task.name for task in tasks)
+        if request.args.get("gc"):
+            body["gc_collected"] = gc.collect()
+            body["gc_counts"] = gc.get_count()
+            body["gc_objects"] = len(gc.get_objects())
+        if request.args.get("types"):
+            body["types"] = Counter(
+                f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+            )
+        if request.args.get("promoted"):
+            body["promoted"] = promoted(request.args["promoted"])
+        if request.args.get("gctrace"):
+            body["gc_pauses"] = gctrace.trace(request.args["gctrace"])
+        if request.args.get("memory"):
+            body["memory"] = memory_diff(request.args["memory"])
+        return Response(json.dumps(body), content_type="application/json")
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve_until_signal, app)
+        # The same line `aura-trio serve` logs; the bench reads the port from it.
+        logging.getLogger("bench").warning("listening on %s", " ".join(binds))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.aura_server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(host=args.host, port=args.port)
+    settings.check_secret()
+    configure_logging(settings.log_level)
+    trio.run(_serve, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Comparison services driven by the same load generator."""

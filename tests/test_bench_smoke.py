@@ -1,0 +1,103 @@
+"""The benchmark machinery end to end with tiny numbers, so it cannot rot.
+
+`python -m bench run --preset smoke` runs as a child process, as anyone would run
+it: it starts its own redis-server and servers on free loopback ports, drives
+every scenario, and writes `results.json` and `REPORT.md`. Nothing here asserts
+on speed; only that every scenario ran, without errors, and was reported.
+
+The aura half needs only the test extra. The peer half needs the bench extra
+(FastAPI, uvicorn) and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aura_trio import client
+
+from .helpers import HOST
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = {"idle", "approval", "roundtrip", "teardown", "streaming"}
+
+
+def run_bench(results: Path, target: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench", "run", "--target", target, "--preset", "smoke",
+               "--results", str(results)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    data: dict[str, Any] = json.loads((results / "results.json").read_text())
+    return data
+
+
+def check_runs(data: dict[str, Any], target: str) -> None:
+    runs = [run for run in data["runs"] if run["target"] == target]
+    assert {run["scenario"] for run in runs} == SCENARIOS
+    for run in runs:
+        result = run["result"]
+        assert "failed" not in result, (run["label"], result)
+        assert result["errors"] == 0, (run["label"], result.get("error_kinds"))
+    by_name = {run["scenario"]: run["result"] for run in runs}
+    assert by_name["idle"]["points"][-1]["sessions"] == 10
+    assert by_name["approval"]["latency"]["n"] == 10
+    assert by_name["roundtrip"]["completed"] > 0
+    assert by_name["teardown"]["not_cancelled"] == 0
+    assert by_name["streaming"]["events"] > 0
+
+
+def test_bench_smoke_against_aura(tmp_path):
+    data = run_bench(tmp_path, "aura")
+    check_runs(data, "aura")
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## Targets (issue 3) vs reached" in report
+    assert "Redis connections bounded" in report
+
+
+def test_bench_smoke_against_the_peer(tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    data = run_bench(tmp_path, "peer")
+    check_runs(data, "peer")
+
+
+async def test_the_peer_sends_the_events_aura_sends(tmp_path):
+    """The baseline is faithful: same events, same JSON, same framing, same endings."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from bench import load, procs
+
+    async def frames_of(port: int) -> list[bytes]:
+        target = load.Target("x", HOST, port)
+        headers = {"Authorization": f"Bearer {target.tokens[0]}", "X-Tenant-ID": load.TENANT}
+        async with client.open_sse(HOST, port, "/aura/test/stream?message=merge%20it",
+                                   headers=headers) as stream:  # fmt: skip
+            frames = await stream.events_until("hitl")
+            request_id = frames[-1].json()["data"]["requestId"]
+            approved = await client.request(
+                HOST, port, "POST", f"/aura/hitl/approve/{request_id}", headers=headers
+            )
+            assert approved.status == 200
+            frames += [frame async for frame in stream]
+        return [normalized(frame.raw) for frame in frames]
+
+    seen = {}
+    with procs.run_redis(tmp_path / "redis") as redis_server:
+        env = procs.server_env(redis_server.url, load.SECRET)
+        for name in procs.TARGETS:
+            with procs.run_server(name, env, tmp_path / f"{name}.log") as server:
+                seen[name] = await frames_of(server.port)
+    assert seen["peer"] == seen["aura"]
+    assert seen["aura"][-1] == b"data: [DONE]\n\n"
+
+
+def normalized(raw: bytes) -> bytes:
+    """A frame with what differs from run to run (ids of sessions/requests, clocks) masked."""
+    raw = re.sub(rb"(sess|req)_[0-9a-f]{32}", rb"\1_X", raw)
+    return re.sub(rb'"(timestamp|expiresAt)":\d+', rb'"\1":0', raw)
