@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from . import hitl
 from .agents import Agent, load_agent
 from .asgi_connection import ClosingHTTPConnection
+from .auth import Authenticator
 from .errors import (
     ApiError,
     HeadersTooLargeError,
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         bus=bus,
         store=store,
         liveness=Liveness(bus, store, worker_id, settings.worker_ttl_seconds),
+        authenticator=Authenticator(settings.secret, settings.jwt_leeway_seconds),
         registry=SessionRegistry(
             max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,7 +37,48 @@ def authenticate(headers: HeaderLookup, secret: str, leeway: float) -> Principal
         ForbiddenError: `X-Tenant-ID` or `X-User-ID` names someone the token does not.
     """
     token = _bearer_token(headers.get("Authorization"))
-    claims = _decode(token, secret, leeway)
+    return _principal(_decode(token, secret, leeway), headers)
+
+
+class Authenticator:
+    """:func:`authenticate` for one secret, remembering the tokens it has verified.
+
+    A token's signature and claims are checked once; later uses of the same token
+    (a client's stream, then its approvals) only re-check its time claims. The
+    newest `remember` tokens are kept.
+    """
+
+    def __init__(self, secret: str, leeway: float, *, remember: int = 4096) -> None:
+        self._secret = secret
+        self._leeway = leeway
+        self._remember = remember
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def __call__(self, headers: HeaderLookup) -> Principal:
+        token = _bearer_token(headers.get("Authorization"))
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = _decode(token, self._secret, self._leeway)
+            self._verified[token] = claims
+            if len(self._verified) > self._remember:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+            _check_times(claims, self._leeway)
+        return _principal(claims, headers)
+
+
+def _check_times(claims: Mapping[str, Any], leeway: float) -> None:
+    """The time claims of an already verified token, as PyJWT checks them."""
+    now = time.time()
+    if now > claims["exp"] + leeway:
+        raise AuthError("token expired")
+    for name in ("nbf", "iat"):
+        if name in claims and claims[name] > now + leeway:
+            raise AuthError("token not yet valid")
+
+
+def _principal(claims: Mapping[str, Any], headers: HeaderLookup) -> Principal:
     user_id = claims["sub"]
     token_tenant = _optional_text(claims, "tenant_id")
     header_tenant = headers.get("X-Tenant-ID")

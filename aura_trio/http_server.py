@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
@@ -47,28 +46,38 @@ def make_config(
 
 
 class SendBound:
-    """The time limit on socket writes: `timeout` each, and never past `cap` (shutdown)."""
+    """The time limit on socket writes, kept by one watchdog task.
+
+    A write still blocked `timeout` seconds after it began (or past `cap`, during a
+    shutdown) has its connection closed, which ends the write. One task checking a
+    table, rather than a deadline per write, keeps the hot path to a dict update.
+    """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.cap = math.inf
-        self._active: set[trio.CancelScope] = set()
+        self.writing: dict[trio.abc.AsyncResource, float] = {}
+        self.dropped: set[trio.abc.AsyncResource] = set()
+        self._tick = min(1.0, timeout / 4)
+        self._hurried = trio.Event()
 
-    @contextmanager
-    def scope(self) -> Iterator[trio.CancelScope]:
-        deadline = min(trio.current_time() + self.timeout, self.cap)
-        with trio.CancelScope(shield=True, deadline=deadline) as scope:
-            self._active.add(scope)
-            try:
-                yield scope
-            finally:
-                self._active.discard(scope)
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Close connections whose write is overdue, until cancelled."""
+        task_status.started()
+        while True:
+            with trio.move_on_after(self._tick):
+                await self._hurried.wait()
+            now = trio.current_time()
+            for stream, started in list(self.writing.items()):
+                if min(started + self.timeout, self.cap) <= now:
+                    del self.writing[stream]
+                    self.dropped.add(stream)
+                    await stream.aclose()  # the blocked send_all raises ClosedResourceError
 
     def hurry(self, cap: float) -> None:
         """Let no write, running or future, go past `cap`."""
         self.cap = cap
-        for scope in self._active:
-            scope.deadline = min(scope.deadline, cap)
+        self._hurried.set()
 
 
 class _BoundedSendTCPServer(TCPServer):
@@ -93,19 +102,20 @@ class _BoundedSendTCPServer(TCPServer):
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
+        stream = self.stream
+        writing = self._bound.writing
         async with self.send_lock:
+            writing[stream] = trio.current_time()
             try:
-                with self._bound.scope() as scope:
-                    await self.stream.send_all(event.data)
-                timed_out = scope.cancelled_caught
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                timed_out = False
-            else:
-                if not timed_out:
-                    return
-                log.info("dropping a client that accepted no bytes in time")
                 with trio.CancelScope(shield=True):
-                    await self.stream.aclose()
+                    await stream.send_all(event.data)
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if stream in self._bound.dropped:
+                    self._bound.dropped.discard(stream)
+                    log.info("dropped a client that accepted no bytes in time")
+            finally:
+                writing.pop(stream, None)
             await self.protocol.handle(Closed())
 
 
@@ -148,6 +158,7 @@ async def serve(
             context,
             ConnectionState(lifespan_state.copy()),
         )
+        await lifespan_nursery.start(send_bound.watch)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
                 await acceptors.start(

@@ -9,7 +9,7 @@ import trio
 from quart import request
 
 from .agents import Agent
-from .auth import Principal, authenticate
+from .auth import Authenticator, Principal
 from .hitl_store import HitlStore
 from .liveness import Liveness
 from .metrics import Metrics
@@ -31,10 +31,11 @@ class AuraState:
     registry: SessionRegistry
     metrics: Metrics
     liveness: Liveness
+    authenticator: Authenticator
     bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def authenticate(self) -> Principal:
-        return authenticate(request.headers, self.settings.secret, self.settings.jwt_leeway_seconds)
+        return self.authenticator(request.headers)
 
     async def drain(self, within: float) -> None:
         """End every open stream with `ServerShutdown` and wait up to `within` seconds."""

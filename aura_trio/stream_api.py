@@ -9,6 +9,7 @@ from quart import Quart, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
 from .agents import StreamRequest
+from .auth import Principal
 from .errors import UnavailableError, ValidationError
 from .models import EventStream, Failure, StreamBody, StreamQuery, parse
 from .openapi import StreamHeaders, documented
@@ -49,8 +50,7 @@ def _with_headers(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_stream_routes(app: Quart, state: AuraState) -> None:
-    async def open_stream(stream_request: StreamRequest) -> Response:
-        principal = state.authenticate()
+    async def open_stream(principal: Principal, stream_request: StreamRequest) -> Response:
         if not state.bus.connected:
             raise UnavailableError(
                 "Redis is unreachable; try again shortly",
@@ -83,9 +83,11 @@ def register_stream_routes(app: Quart, state: AuraState) -> None:
     @documented(400, 503, headers=StreamHeaders)
     async def stream_get() -> Response:
         """Open an event stream for `message`."""
-        state.authenticate()
+        principal = state.authenticate()
         query = parse(StreamQuery, {"message": request.args.get("message")})
-        return await open_stream(StreamRequest(prompt=query.message, context=_with_headers({})))
+        return await open_stream(
+            principal, StreamRequest(prompt=query.message, context=_with_headers({}))
+        )
 
     @app.post("/aura/test/stream")
     @document_request(StreamBody)
@@ -94,12 +96,13 @@ def register_stream_routes(app: Quart, state: AuraState) -> None:
     @documented(400, 413, 503, headers=StreamHeaders)
     async def stream_post() -> Response:
         """Open an event stream for a prompt with its context."""
-        state.authenticate()
+        principal = state.authenticate()
         body = parse(StreamBody, await read_json(required=True))
         return await open_stream(
+            principal,
             StreamRequest(
                 prompt=body.prompt,
                 context=_with_headers(body.context or {}),
                 thread_id=body.thread_id,
-            )
+            ),
         )

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+import trio
 
 from aura_trio import Settings, create_app
 from aura_trio.cli import main
+from aura_trio.errors import AuthError
 from aura_trio.settings import ConfigError
 
 from .helpers import SECRET, auth, stream_target, token
@@ -209,3 +211,30 @@ def test_token_command_signs_with_the_configured_secret(monkeypatch, capsys):
     claims = jwt.decode(printed, SECRET, algorithms=["HS256"])
     assert claims["sub"] == "u1" and claims["tenant_id"] == "t9" and claims["role"] == "ADMIN"
     assert isinstance(claims["iat"], int) and claims["exp"] - claims["iat"] == 120
+
+
+async def test_a_remembered_token_is_still_refused_once_it_expires(start_server):
+    """Verified tokens are remembered, but their expiry is checked on every use."""
+    aura = await start_server(jwt_leeway_seconds=0)
+    short = jwt.encode(_claims(exp=int(time.time()) + 2), SECRET, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {short}"}
+    assert (await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)).status == 404
+    await trio.sleep(max(0.0, _claims()["iat"] + 3 - time.time()))
+    expired = await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)
+    assert expired.status == 401
+    assert expired.json()["message"] == "token expired"
+
+
+def test_authenticator_remembers_only_valid_tokens_and_a_bounded_number():
+    from aura_trio.auth import Authenticator
+
+    authenticator = Authenticator(SECRET, 30, remember=3)
+    tokens = [token(f"u{n}") for n in range(5)]
+    for n, value in enumerate(tokens):
+        assert authenticator({"Authorization": f"Bearer {value}"}).user_id == f"u{n}"
+    assert len(authenticator._verified) == 3
+    future = jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(AuthError, match="not yet valid"):
+            authenticator({"Authorization": f"Bearer {future}"})
+    assert future not in authenticator._verified
