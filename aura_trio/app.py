@@ -53,6 +53,9 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # No cancel scope around every response: a client too slow to take one is
+    # dropped by the send timeout, streams included.
+    app.config["RESPONSE_TIMEOUT"] = None
     metrics = Metrics()
     bus = RedisBus(
         settings.redis_url,

@@ -19,6 +19,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import MAX_RECV as _MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, Framework
@@ -92,7 +93,20 @@ class _BoundedSendTCPServer(TCPServer):
         self._bound = bound
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        # Hypercorn's loop, without a cancel scope around every read when there is no
+        # read timeout (there is none here: idle connections have the keep-alive timer).
+        if self.config.read_timeout is not None:
+            await super()._read_data()
+        else:
+            while True:
+                try:
+                    data = await self.stream.receive_some(_MAX_RECV)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    break
+                await self.protocol.handle(RawData(bytes(data)))
+                if not data:
+                    break
+            await self.protocol.handle(Closed())
         # The client is gone (or we closed): the keep-alive timer has nothing left to
         # wait for. Hypercorn leaves it running, holding the connection's task for up
         # to keep_alive_timeout after every disconnect.
@@ -110,7 +124,9 @@ class _BoundedSendTCPServer(TCPServer):
                 with trio.CancelScope(shield=True):
                     await stream.send_all(event.data)
                 return
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                # Busy: Hypercorn's read task is already closing the connection (it
+                # saw the client's next request after our `Connection: close`).
                 if stream in self._bound.dropped:
                     self._bound.dropped.discard(stream)
                     log.info("dropped a client that accepted no bytes in time")
