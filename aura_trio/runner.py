@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -19,6 +20,22 @@ log = logging.getLogger(__name__)
 # Of the shutdown grace, what is kept back for closing connections and the lifespan.
 _CLOSE_RESERVE_SECONDS = 1.5
 _CONNECTION_GRACE_SECONDS = 1.0
+
+
+# Young collections every 50,000 net allocations instead of 700, and the oldest
+# generation considered 10x less often: fewer survivors get promoted, so the full
+# collections that stall every session (seconds, with a fleet of 9k) come rarely.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """The server process's garbage-collector policy; call once, before serving.
+
+    What is alive by now (modules, the app) is frozen out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve_until_signal(

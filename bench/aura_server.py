@@ -24,6 +24,7 @@ from quart import Response, request
 
 from aura_trio import Settings, create_app, serve_until_signal, state_of
 from aura_trio.logs import configure_logging
+from aura_trio.runner import tune_gc
 
 from . import gctrace
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(host=args.host, port=args.port)
     settings.check_secret()
     configure_logging(settings.log_level)
+    tune_gc()  # the same policy as `aura-trio serve`
     trio.run(_serve, settings)
     return 0
 
