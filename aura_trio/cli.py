@@ -109,10 +109,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_one(settings: Settings, dev: bool) -> int:
     from .app import create_app
-    from .runner import serve_until_signal, tune_gc
+    from .runner import freeze_start_up_objects, serve_until_signal
 
     app = create_app(settings)
-    tune_gc()
+    freeze_start_up_objects()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve_until_signal, app)
         log.info("listening on %s", " ".join(binds), extra={"bind": binds})

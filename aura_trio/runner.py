@@ -22,20 +22,15 @@ _CLOSE_RESERVE_SECONDS = 1.5
 _CONNECTION_GRACE_SECONDS = 1.0
 
 
-# Young collections every 50,000 net allocations instead of 700, and the oldest
-# generation considered 10x less often: fewer survivors get promoted, so the full
-# collections that stall every session (seconds, with a fleet of 9k) come rarely.
-GC_THRESHOLDS = (50_000, 20, 100)
+def freeze_start_up_objects() -> None:
+    """Move what is alive by now (modules, the app) out of every later collection.
 
-
-def tune_gc() -> None:
-    """The server process's garbage-collector policy; call once, before serving.
-
-    What is alive by now (modules, the app) is frozen out of every later collection.
+    Full collections then scan only what sessions made. The thresholds stay
+    CPython's: collecting the young less often (tried: 10,000 and 50,000) let
+    cyclic garbage pile up and the soak's RSS grow 17-23 % instead of 5-7 %.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve_until_signal(

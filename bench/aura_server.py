@@ -24,7 +24,7 @@ from quart import Response, request
 
 from aura_trio import Settings, create_app, serve_until_signal, state_of
 from aura_trio.logs import configure_logging
-from aura_trio.runner import tune_gc
+from aura_trio.runner import freeze_start_up_objects
 
 from . import gctrace
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(host=args.host, port=args.port)
     settings.check_secret()
     configure_logging(settings.log_level)
-    tune_gc()  # the same policy as `aura-trio serve`
+    freeze_start_up_objects()  # the same policy as `aura-trio serve`
     trio.run(_serve, settings)
     return 0
 
