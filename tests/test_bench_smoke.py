@@ -5,8 +5,8 @@ it: it starts its own redis-server and servers on free loopback ports, drives
 every scenario, and writes `results.json` and `REPORT.md`. Nothing here asserts
 on speed; only that every scenario ran, without errors, and was reported.
 
-The aura half needs only the test extra. The peer half needs the bench extra
-(FastAPI, uvicorn) and is skipped without it.
+The peer half needs FastAPI and uvicorn (in the test extra as well as the
+bench one) and is skipped without them.
 """
 
 from __future__ import annotations
