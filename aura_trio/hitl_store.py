@@ -28,6 +28,7 @@ class HitlStore:
         """`owned_set`: where this process lists the requests it opened (see `liveness`)."""
         self._bus = bus
         self._owned_set = owned_set
+        self._disowned: list[str] = []
         self._request_ttl = request_ttl
         self._session_ttl = session_ttl
         self._signal_ttl = signal_ttl
@@ -50,10 +51,26 @@ class HitlStore:
             add_to=owned,
         )
 
-    async def disown(self, request_ids: list[str]) -> None:
-        """This process no longer waits for these requests (they are settled)."""
+    def disown(self, request_ids: list[str]) -> None:
+        """This process no longer waits for these requests (they are settled).
+
+        They leave its set at the next :meth:`flush_disowned`: a set member that
+        outlives its session costs a dead worker's sweep one no-op compare-and-set,
+        while a Redis call per ended session costs every session a worker-thread job.
+        """
         if self._owned_set is not None:
+            self._disowned += request_ids
+
+    async def flush_disowned(self) -> None:
+        """Drop the disowned requests from this process's set; kept for later if Redis fails."""
+        if self._owned_set is None or not self._disowned:
+            return
+        request_ids, self._disowned = self._disowned, []
+        try:
             await self._bus.remove_members(self._owned_set, request_ids)
+        except BaseException:
+            self._disowned[:0] = request_ids
+            raise
 
     async def read_request(self, request_id: str, tenant_id: str | None) -> dict[str, Any]:
         """The request, if the caller's tenant owns it.

@@ -1,7 +1,8 @@
 """No request stays pending after the process that waits for it dies.
 
 Every server process (worker) keeps a heartbeat key alive in Redis and lists the
-requests its sessions opened in a set of its own. Every process also sweeps: a
+requests its sessions opened in a set of its own (settled ones leave it with the
+next heartbeat). Every process also sweeps: a
 worker whose heartbeat has expired is dead, so each request in its set that is
 still pending is moved to `cancelled`, and its set is dropped. A decision that
 arrives afterwards gets a 409, as for any session that is gone.
@@ -71,6 +72,7 @@ class Liveness:
     async def _beat(self) -> None:
         await self._bus.set(heartbeat_key(self.worker_id), b"alive", self._ttl)
         await self._bus.add_member(WORKERS_KEY, self.worker_id)
+        await self._store.flush_disowned()
 
     async def sweep(self) -> int:
         """Cancel the pending requests of every dead worker; returns how many."""

@@ -141,8 +141,7 @@ class Session:
                 await self._store.settle(pending, hitl.CANCELLED) == hitl.CANCELLED
             ):
                 self._decided(pending, hitl.CANCELLED)
-            if self._opened:
-                await self._store.disown(self._opened)
+            self._store.disown(self._opened)
         except StoreUnavailable as error:
             log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:

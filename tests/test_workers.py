@@ -13,8 +13,19 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from aura_trio import client
+from aura_trio.liveness import requests_key
 
-from .helpers import HOST, auth, decide_at, events_of, rest_of, stream_target, until_hitl
+from .helpers import (
+    HOST,
+    auth,
+    decide_at,
+    events_of,
+    eventually,
+    rest_of,
+    stored_request,
+    stream_target,
+    until_hitl,
+)
 from .processes import run_server
 
 STREAMS = 16
@@ -171,3 +182,21 @@ async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
                 response = await decide_at(server.port, hitl["requestId"], hitl["headers"])
                 assert response.status == (409 if hitl in broken else 200)
         assert len(finished) == len(survivors)
+
+
+async def test_a_workers_set_lists_its_waiting_requests_and_drops_settled_ones(
+    start_server, raw_redis
+):
+    aura = await start_server(worker_ttl_seconds=1)  # a heartbeat every 1/3 s
+    owned = requests_key(aura.state.liveness.worker_id)
+    requests = []
+    for verb in ("approve", "disconnect"):
+        async with aura.stream("merge") as stream:
+            request_id = (await until_hitl(stream))["requestId"]
+            requests.append(request_id)
+            assert raw_redis.sismember(owned, request_id)  # what the sweep of a dead worker reads
+            if verb == "approve":
+                assert (await aura.approve(request_id)).status == 200
+                assert events_of(await rest_of(stream))[-1] == "end"
+    await eventually(lambda: not any(raw_redis.smismember(owned, requests)), within=3)
+    assert [stored_request(raw_redis, r)["status"] for r in requests] == ["approved", "cancelled"]
