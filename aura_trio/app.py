@@ -15,6 +15,7 @@ from .agents import Agent, load_agent
 from .asgi_connection import ClosingHTTPConnection
 from .auth import Authenticator
 from .errors import (
+    HTTP_ERROR_CODES,
     ApiError,
     HeadersTooLargeError,
     StoreUnavailable,
@@ -35,14 +36,6 @@ from .state import AuraState
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 16 * 1024
-
-_HTTP_ERROR_CODES = {
-    400: "BAD_REQUEST",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    431: "HEADERS_TOO_LARGE",
-}
 
 
 def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
@@ -159,7 +152,7 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        code = _HTTP_ERROR_CODES.get(status, "HTTP_ERROR")
+        code = HTTP_ERROR_CODES.get(status, "HTTP_ERROR")
         allow = {k: v for k, v in error.get_headers() if k.lower() == "allow"}
         body = envelope_error(error.description or error.name, code)
         return json_response(body, status, allow)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+# The errorCode of the errors the HTTP layers answer before any view runs.
+HTTP_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    431: "HEADERS_TOO_LARGE",
+}
+
 
 def envelope_success(data: Any, message: str = "OK") -> dict[str, Any]:
     return {

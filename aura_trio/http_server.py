@@ -15,15 +15,20 @@ import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV as _MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, Framework
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+from .errors import HTTP_ERROR_CODES, envelope_error
+from .sse import to_json
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,25 @@ class SendBound:
         self._hurried.set()
 
 
+class _EnvelopedErrorsH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol, answering what h11 refuses before the app sees
+    it (a request line or headers still incomplete past 16 KiB: 431; malformed: 400)
+    in the contract's envelope instead of with an empty body."""
+
+    async def _send_error_response(self, status_code: int) -> None:
+        message = "request line or headers too large" if status_code == 431 else "malformed request"
+        body = to_json(envelope_error(message, HTTP_ERROR_CODES.get(status_code, "HTTP_ERROR")))
+        headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+
 class _BoundedSendTCPServer(TCPServer):
     """Hypercorn's connection handler, with a time limit on each socket write.
 
@@ -93,6 +117,8 @@ class _BoundedSendTCPServer(TCPServer):
         self._bound = bound
 
     async def _read_data(self) -> None:
+        if type(self.protocol.protocol) is H11Protocol:  # built by TCPServer.run just now
+            self.protocol.protocol.__class__ = _EnvelopedErrorsH11Protocol
         # Hypercorn's loop, without a cancel scope around every read when there is no
         # read timeout (there is none here: idle connections have the keep-alive timer).
         if self.config.read_timeout is not None:

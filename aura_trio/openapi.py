@@ -72,11 +72,12 @@ class IdentityHeaders(BaseModel):
 
 
 def documented(*errors: int, headers: type[BaseModel] = IdentityHeaders) -> Callable[[F], F]:
-    """Document a bearer-protected route: its identity headers and its error statuses."""
+    """Document a bearer-protected route: its identity headers and its error statuses
+    (with 431, which any request with headers or a request line over 16 KiB gets)."""
 
     def decorate(view: F) -> F:
         view = document_headers(headers)(view)
-        for status in (401, 403, *errors):
+        for status in (401, 403, 431, *errors):
             view = document_response(Failure, status)(view)
         return security_scheme([{"bearerAuth": []}])(view)
 

@@ -33,6 +33,17 @@ async def test_connection_close_is_honoured(aura):
     assert json.loads(received.split(b"\r\n\r\n", 1)[1])["data"] == {"status": "UP"}
 
 
+async def test_a_request_line_h11_refuses_gets_431_in_the_envelope(aura):
+    # Incomplete past 16 KiB: refused by Hypercorn's h11 layer before the app sees it.
+    received = await _raw_exchange(
+        aura.port, b"GET " + stream_target("m" * 20_000).encode(), until_eof_within=2.0
+    )
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["errorCode"] == "HEADERS_TOO_LARGE"
+
+
 async def test_idle_keep_alive_connection_is_closed(start_server):
     aura = await start_server(keep_alive_seconds=0.5)
     stream = await trio.open_tcp_stream(HOST, aura.port)
