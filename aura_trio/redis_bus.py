@@ -326,7 +326,8 @@ class RedisBus:
                     await self._first_subscription.wait()
                 task_status.started()
         finally:
-            self._client.close()
+            # Redis.close() leaves a pool it was given open.
+            self._client.connection_pool.disconnect()
             self._subscriber.close()
 
     async def _resync_loop(self) -> None:

@@ -89,3 +89,24 @@ async def test_keeping_the_value_writes_and_announces_nothing(
             message = await subscription.receive.receive()
             raise AssertionError(f"a kept value announced {message}")
     assert raw_redis.get("k") == b"rejected"
+
+
+async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: redis.Redis):
+    def ours() -> int:
+        return sum(1 for c in raw_redis.client_list() if c["name"] == "bus-under-test")
+
+    url = (
+        redis_server.url + ("&" if "?" in redis_server.url else "?") + "client_name=bus-under-test"
+    )
+    bus = RedisBus(url, channel_prefix=hitl.CHANNEL_PREFIX, stored_prefix=hitl.SIGNAL_PREFIX)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        await trio.to_thread.run_sync(lambda: None)
+        async with trio.open_nursery() as commands:  # several at once: several pool connections
+            for n in range(8):
+                commands.start_soon(bus.get, f"k{n}")
+        assert ours() >= 2  # the subscriber and at least one pooled connection
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(5):
+        while ours():
+            await trio.sleep(0.05)
