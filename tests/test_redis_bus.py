@@ -101,7 +101,6 @@ async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: 
     bus = RedisBus(url, channel_prefix=hitl.CHANNEL_PREFIX, stored_prefix=hitl.SIGNAL_PREFIX)
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
-        await trio.to_thread.run_sync(lambda: None)
         async with trio.open_nursery() as commands:  # several at once: several pool connections
             for n in range(8):
                 commands.start_soon(bus.get, f"k{n}")
