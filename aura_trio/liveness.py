@@ -4,8 +4,8 @@ Every server process (worker) keeps a heartbeat key alive in Redis and lists the
 requests its sessions opened in a set of its own (settled ones leave it with the
 next heartbeat). Every process also sweeps: a worker whose heartbeat has expired
 is dead, so each request in its set that is still pending is moved to
-`cancelled`, and its set is dropped. A decision that
-arrives afterwards gets a 409, as for any session that is gone.
+`cancelled`, and its set is dropped. A decision that arrives afterwards gets a
+409, as for any session that is gone.
 """
 
 from __future__ import annotations

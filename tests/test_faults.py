@@ -14,7 +14,7 @@ import time
 import trio
 
 from .conftest import start_redis, start_redis_with_aof
-from .helpers import auth, events_of, rest_of, until_hitl
+from .helpers import auth, events_of, eventually, rest_of, until_hitl
 
 SESSIONS = 200
 
@@ -47,9 +47,7 @@ async def _waiting_fleet(aura, nursery, outcomes: dict) -> dict[int, dict]:
 
     for n in range(SESSIONS):
         nursery.start_soon(one, n)
-    with trio.fail_after(30):
-        while len(waiting) < SESSIONS:
-            await trio.sleep(0.05)
+    await eventually(lambda: len(waiting) == SESSIONS, within=30, step=0.05)
     return waiting
 
 

@@ -35,8 +35,7 @@ async def test_reconnect_storm_of_1000_streams_is_served(start_server):
         async with trio.open_nursery() as nursery:
             for n in range(1000):
                 nursery.start_soon(one, n)
-            while len(waiting) < 1000:
-                await trio.sleep(0.05)
+            await eventually(lambda: len(waiting) == 1000, within=60, step=0.05)
             assert len(aura.state.registry) == 1000
             for n, request_id in waiting.items():
                 nursery.start_soon(aura.approve, request_id, tokens[n])

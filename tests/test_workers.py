@@ -53,9 +53,7 @@ async def _open_waiting_streams(
 
     for n in range(count):
         nursery.start_soon(one, n)
-    with trio.fail_after(20):
-        while len(waiting) < count:
-            await trio.sleep(0.02)
+    await eventually(lambda: len(waiting) == count, within=20, step=0.02)
     return waiting
 
 
@@ -164,18 +162,15 @@ async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
         async with trio.open_nursery() as nursery:
             for n in range(STREAMS):
                 nursery.start_soon(one, n)
-            with trio.fail_after(20):
-                while len(waiting) < STREAMS:
-                    await trio.sleep(0.02)
+            await eventually(lambda: len(waiting) == STREAMS, within=20, step=0.02)
             os.kill(victim, signal.SIGKILL)
-            with trio.fail_after(10):
-                while not broken:
-                    await trio.sleep(0.05)
+            await eventually(lambda: broken, within=10, step=0.05)
             await trio.sleep(0.3)  # every stream of the victim has broken by now
             assert 0 < len(broken) < STREAMS, "sessions should have been spread over both workers"
-            with trio.fail_after(10):  # swept once the victim's heartbeat (1 s) has expired
-                while not all(status(h) == "cancelled" for h in broken):
-                    await trio.sleep(0.1)
+            # Swept once the victim's heartbeat (1 s) has expired.
+            await eventually(
+                lambda: all(status(h) == "cancelled" for h in broken), within=10, step=0.1
+            )
             survivors = [h for h in waiting if h not in broken]
             assert all(status(h) == "pending" for h in survivors)
             for hitl in waiting:
