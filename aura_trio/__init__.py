@@ -3,7 +3,7 @@
 from .agents import Agent, AgentContext, BuiltinAgent, StreamRequest
 from .app import create_app, state_of
 from .auth import Principal, authenticate, mint_token
-from .runner import serve_app, serve_until_signal
+from .http.runner import serve_app, serve_until_signal
 from .settings import ConfigError, Settings
 
 __all__ = [

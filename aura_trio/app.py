@@ -10,10 +10,12 @@ from quart_schema import document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import hitl
 from .agents import Agent, load_agent
-from .asgi_connection import ClosingHTTPConnection
+from .api.envelope import json_response
+from .api.models import Failure, HealthStatus, Success
+from .api.openapi import install_openapi
 from .auth import Authenticator
+from .bus.redis_bus import RedisBus
 from .errors import (
     HTTP_ERROR_CODES,
     ApiError,
@@ -22,14 +24,12 @@ from .errors import (
     envelope_error,
     envelope_success,
 )
-from .hitl_store import HitlStore
-from .liveness import Liveness, new_worker_id, requests_key
+from .hitl import records as hitl
+from .hitl.liveness import Liveness, new_worker_id, requests_key
+from .hitl.store import HitlStore
+from .http.connection import ClosingHTTPConnection
 from .metrics import CONTENT_TYPE, Metrics
-from .models import Failure, HealthStatus, Success
-from .openapi import install_openapi
-from .redis_bus import RedisBus
-from .registry import SessionRegistry
-from .responses import json_response
+from .sessions.registry import SessionRegistry
 from .settings import Settings
 from .state import AuraState
 
@@ -111,8 +111,8 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         async def metrics_page() -> Response:
             return Response(state.metrics.render(), content_type=CONTENT_TYPE)
 
-    from .hitl_api import register_hitl_routes
-    from .stream_api import register_stream_routes
+    from .api.hitl_routes import register_hitl_routes
+    from .api.stream_routes import register_stream_routes
 
     register_stream_routes(app, state)
     register_hitl_routes(app, state)

@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_one(settings: Settings, dev: bool) -> int:
     from .app import create_app
-    from .runner import freeze_start_up_objects, serve_until_signal
+    from .http.runner import freeze_start_up_objects, serve_until_signal
 
     app = create_app(settings)
     freeze_start_up_objects()

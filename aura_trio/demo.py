@@ -18,8 +18,8 @@ from . import client
 from .app import create_app
 from .auth import mint_token
 from .embedded_redis import embedded_redis, find_server_binary
+from .http.runner import serve_app
 from .logs import configure_logging
-from .runner import serve_app
 from .settings import Settings
 
 PROMPT = "Please merge PR 42 into main"

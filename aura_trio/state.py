@@ -10,11 +10,11 @@ from quart import request
 
 from .agents import Agent
 from .auth import Authenticator, Principal
-from .hitl_store import HitlStore
-from .liveness import Liveness
+from .bus.redis_bus import RedisBus
+from .hitl.liveness import Liveness
+from .hitl.store import HitlStore
 from .metrics import Metrics
-from .redis_bus import RedisBus
-from .registry import SessionRegistry
+from .sessions.registry import SessionRegistry
 from .settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aura_trio import events
 from aura_trio.agents import AgentContext
+from aura_trio.sessions import events
 from aura_trio.settings import Settings
 
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from aura_trio import endings, hitl, sse
 from aura_trio.agents import sensitive_actions
 from aura_trio.client import SSEParser
 from aura_trio.errors import ValidationError
+from aura_trio.hitl import records as hitl
 from aura_trio.ids import check_path_id, new_request_id, new_session_id
+from aura_trio.sessions import endings, sse
 from aura_trio.settings import ConfigError, Settings
 
 

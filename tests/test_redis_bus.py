@@ -12,8 +12,8 @@ import pytest
 import redis
 import trio
 
-from aura_trio import hitl
-from aura_trio.redis_bus import Message, RedisBus, Swap
+from aura_trio.bus.redis_bus import Message, RedisBus, Swap
+from aura_trio.hitl import records as hitl
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import trio
 
-from aura_trio import client, events
+from aura_trio import client
 from aura_trio.agents import AgentContext
+from aura_trio.sessions import events
 
 from .conftest import free_port, start_redis
 from .helpers import HOST, events_of, eventually, rest_of, stream_target, until_hitl

@@ -6,9 +6,9 @@ import socket
 
 import trio
 
-from aura_trio import events
 from aura_trio.agents import AgentContext
 from aura_trio.metrics import live_tasks
+from aura_trio.sessions import events
 
 from .helpers import HOST, auth, eventually, stored_request, stream_target, until_hitl
 
@@ -19,7 +19,9 @@ def all_tasks() -> list[trio.lowlevel.Task]:
 
 def session_tasks() -> list[str]:
     return [
-        t.name for t in all_tasks() if "aura_trio.session" in t.name or "aura_trio.waiter" in t.name
+        t.name
+        for t in all_tasks()
+        if "aura_trio.sessions.session" in t.name or "aura_trio.hitl.waiter" in t.name
     ]
 
 

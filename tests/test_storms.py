@@ -6,9 +6,10 @@ import resource
 
 import trio
 
-from aura_trio import client, events
+from aura_trio import client
 from aura_trio.agents import AgentContext
-from aura_trio.session import OUTBOX_FRAMES
+from aura_trio.sessions import events
+from aura_trio.sessions.session import OUTBOX_FRAMES
 
 from .helpers import HOST, auth, events_of, eventually, rest_of, stream_target, until_hitl
 from .test_http_layer import listen_overflows

@@ -7,8 +7,9 @@ import re
 
 import trio
 
-from aura_trio import client, sse
+from aura_trio import client
 from aura_trio.agents import AgentContext
+from aura_trio.sessions import sse
 
 from .helpers import HOST, auth, events_of, rest_of, until_hitl
 

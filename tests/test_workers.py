@@ -13,7 +13,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from aura_trio import client
-from aura_trio.liveness import requests_key
+from aura_trio.hitl.liveness import requests_key
 
 from .helpers import (
     HOST,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..events import Event
+from ..sessions.events import Event
 
 
 @dataclass(frozen=True, slots=True)

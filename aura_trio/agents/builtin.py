@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from .. import events
+from ..sessions import events
 from .base import AgentContext
 
 # (action type, words that ask for it), in the contract's order.

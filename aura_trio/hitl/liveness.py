@@ -15,10 +15,10 @@ import secrets
 
 import trio
 
-from . import hitl
-from .errors import StoreUnavailable
-from .hitl_store import HitlStore
-from .redis_bus import RedisBus
+from ..bus.redis_bus import RedisBus
+from ..errors import StoreUnavailable
+from . import records as hitl
+from .store import HitlStore
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from quart import Response
 
-from .sse import to_json
+from ..sessions.sse import to_json
 
 
 def json_response(

@@ -28,7 +28,7 @@ import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import StoreUnavailable
+from ..errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

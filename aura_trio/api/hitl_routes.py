@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response
 from quart_schema import document_request, document_response
 
-from . import hitl
-from .errors import ForbiddenError, envelope_success
-from .ids import check_path_id
+from ..errors import ForbiddenError, envelope_success
+from ..hitl import records as hitl
+from ..ids import check_path_id
+from .envelope import json_response
 from .models import (
     DecisionBody,
     DecisionResult,
@@ -19,11 +20,10 @@ from .models import (
     parse,
 )
 from .openapi import documented
-from .responses import json_response
-from .stream_api import read_json
+from .stream_routes import read_json
 
 if TYPE_CHECKING:
-    from .state import AuraState
+    from ..state import AuraState
 
 
 def register_hitl_routes(app: Quart, state: AuraState) -> None:

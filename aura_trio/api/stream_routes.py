@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING, Any
 from quart import Quart, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
-from .agents import StreamRequest
-from .auth import Principal
-from .errors import UnavailableError, ValidationError
+from ..agents import StreamRequest
+from ..auth import Principal
+from ..errors import UnavailableError, ValidationError
+from ..sessions.registry import RETRY_AFTER_SECONDS
+from ..sessions.session import Session, SessionBody
+from ..sessions.sse import parse_last_event_id
 from .models import EventStream, Failure, StreamBody, StreamQuery, parse
 from .openapi import StreamHeaders, documented
-from .registry import RETRY_AFTER_SECONDS
-from .session import Session, SessionBody
-from .sse import parse_last_event_id
 
 if TYPE_CHECKING:
-    from .state import AuraState
+    from ..state import AuraState
 
 _CONTEXT_HEADERS = (("X-DWP-Source", "source"), ("X-DWP-Caller-Type", "caller_type"))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hitl
-from .errors import ConflictError, NotFoundError
-from .redis_bus import RedisBus, Swap
+from ..bus.redis_bus import RedisBus, Swap
+from ..errors import ConflictError, NotFoundError
+from . import records as hitl
 
 # Each swap only loses to another writer that already moved the record on; a
 # handful of attempts is plenty, and bounded.

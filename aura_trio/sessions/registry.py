@@ -8,8 +8,8 @@ from typing import Protocol
 
 import trio
 
+from ..errors import TooManyStreamsError, UnavailableError
 from .endings import SHUTDOWN, Ending
-from .errors import TooManyStreamsError, UnavailableError
 
 RETRY_AFTER_SECONDS = 5
 

@@ -18,8 +18,8 @@ from quart_schema import (
 )
 from werkzeug.routing import BaseConverter
 
+from .envelope import json_response
 from .models import PATH_ID_PATTERN, EventStream, Failure
-from .responses import json_response
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,8 +12,8 @@ from functools import partial
 import trio
 from quart_trio import QuartTrio
 
-from .app import state_of
-from .http_server import SendBound, make_config, serve
+from ..app import state_of
+from .server import SendBound, make_config, serve
 
 log = logging.getLogger(__name__)
 

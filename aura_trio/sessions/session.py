@@ -23,13 +23,14 @@ from types import TracebackType
 import trio
 from quart.wrappers.response import ResponseBody
 
-from . import endings, events, hitl, sse
-from .agents import StreamRequest
-from .auth import Principal
-from .errors import StoreUnavailable
-from .ids import new_request_id, new_session_id
-from .state import AuraState
-from .waiter import SignalWaiter
+from ..agents import StreamRequest
+from ..auth import Principal
+from ..errors import StoreUnavailable
+from ..hitl import records as hitl
+from ..hitl.waiter import SignalWaiter
+from ..ids import new_request_id, new_session_id
+from ..state import AuraState
+from . import endings, events, sse
 
 log = logging.getLogger(__name__)
 

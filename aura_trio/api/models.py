@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from . import errors
+from .. import errors
 
 MAX_PROMPT_CHARS = 16000
 MAX_REASON_CHARS = 2000

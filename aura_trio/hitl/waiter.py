@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import trio
 
-from . import hitl
-from .errors import StoreUnavailable
-from .hitl_store import HitlStore
-from .redis_bus import Subscription
+from ..bus.redis_bus import Subscription
+from ..errors import StoreUnavailable
+from . import records as hitl
+from .store import HitlStore
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from . import events
-from .sse import to_json
+from ..sessions import events
+from ..sessions.sse import to_json
 
 PENDING: Final = "pending"
 APPROVED: Final = "approved"

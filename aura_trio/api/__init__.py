@@ -1,0 +1,1 @@
+"""The HTTP API: routes, request helpers, the JSON envelope, models and OpenAPI."""

@@ -1,0 +1,1 @@
+"""Human-in-the-loop approvals: records, the store, a session's waiter, dead workers' requests."""

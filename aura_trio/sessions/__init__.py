@@ -1,0 +1,1 @@
+"""Sessions: one stream, one nursery; its framing, events, endings and admission."""
