@@ -11,25 +11,27 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .agents import Agent, load_agent
-from .api.envelope import json_response
-from .api.models import Failure, HealthStatus, Success
-from .api.openapi import install_openapi
-from .auth import Authenticator
-from .bus.redis_bus import RedisBus
-from .errors import (
+from .api.envelope import (
     HTTP_ERROR_CODES,
-    ApiError,
-    HeadersTooLargeError,
-    StoreUnavailable,
     envelope_error,
     envelope_success,
+    error_body,
+    json_response,
 )
+from .api.hitl_routes import register_hitl_routes
+from .api.models import Failure, HealthStatus, Success
+from .api.openapi import install_openapi
+from .api.stream_routes import register_stream_routes
+from .auth import Authenticator
+from .bus.redis_bus import RedisBus
+from .errors import ApiError, HeadersTooLargeError, StoreUnavailable
 from .hitl import records as hitl
 from .hitl.liveness import Liveness, new_worker_id, requests_key
 from .hitl.store import HitlStore
 from .http.connection import ClosingHTTPConnection
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions.registry import SessionRegistry
+from .sessions.session import SessionServices
 from .settings import Settings
 from .state import AuraState
 
@@ -111,11 +113,17 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         async def metrics_page() -> Response:
             return Response(state.metrics.render(), content_type=CONTENT_TYPE)
 
-    from .api.hitl_routes import register_hitl_routes
-    from .api.stream_routes import register_stream_routes
-
-    register_stream_routes(app, state)
-    register_hitl_routes(app, state)
+    services = SessionServices(
+        agent=state.agent,
+        bus=bus,
+        store=store,
+        registry=state.registry,
+        metrics=metrics,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        hitl_timeout_seconds=settings.hitl_timeout_seconds,
+    )
+    register_stream_routes(app, services, state.authenticator)
+    register_hitl_routes(app, store, state.authenticator)
     install_openapi(app)
     return app
 
@@ -127,7 +135,8 @@ def state_of(app: Quart) -> AuraState:
 
 async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
     """The Redis bus and this worker's liveness, until `state.bus_scope` is cancelled."""
-    # An exception escaping a task on app.nursery would wreck the lifespan (PITFALLS 5).
+    # An exception escaping a task on app.nursery would wreck the lifespan
+    # (docs/design-notes.md#background-tasks-and-the-lifespan).
     with state.bus_scope:
         try:
             async with trio.open_nursery() as nursery:
@@ -141,7 +150,7 @@ async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None
 def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
-        return json_response(error.body(), error.status_code, error.headers)
+        return json_response(error_body(error), error.status_code, error.headers)
 
     @app.errorhandler(StoreUnavailable)
     async def store_unavailable(error: StoreUnavailable) -> Response:

@@ -1,44 +1,6 @@
-"""The errors the API answers with, and the JSON envelope of CONTRACT 6."""
+"""The errors the API answers with; `api.envelope` renders them."""
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
-
-# The errorCode of the errors the HTTP layers answer before any view runs.
-HTTP_ERROR_CODES = {
-    400: "BAD_REQUEST",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    431: "HEADERS_TOO_LARGE",
-}
-
-
-def envelope_success(data: Any, message: str = "OK") -> dict[str, Any]:
-    return {
-        "status": "SUCCESS",
-        "message": message,
-        "data": data,
-        "success": True,
-        "timestamp": _now(),
-    }
-
-
-def envelope_error(message: str, error_code: str) -> dict[str, Any]:
-    return {
-        "status": "ERROR",
-        "message": message,
-        "errorCode": error_code,
-        "data": None,
-        "success": False,
-        "timestamp": _now(),
-    }
-
-
-def _now() -> str:
-    # Java's LocalDateTime.now() as Jackson writes it: local time, no zone.
-    return datetime.now().isoformat(timespec="seconds")
 
 
 class ApiError(Exception):
@@ -51,9 +13,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return envelope_error(self.message, self.error_code)
 
 
 class AuthError(ApiError):

@@ -6,10 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 import trio
-from quart import request
 
 from .agents import Agent
-from .auth import Authenticator, Principal
+from .auth import Authenticator
 from .bus.redis_bus import RedisBus
 from .hitl.liveness import Liveness
 from .hitl.store import HitlStore
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AuraState:
-    """Everything a request handler needs, owned by one app."""
+    """The pieces of one app, and what its lifespan and shutdown do with them."""
 
     settings: Settings
     agent: Agent
@@ -33,9 +32,6 @@ class AuraState:
     liveness: Liveness
     authenticator: Authenticator
     bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-
-    def authenticate(self) -> Principal:
-        return self.authenticator(request.headers)
 
     async def drain(self, within: float) -> None:
         """End every open stream with `ServerShutdown` and wait up to `within` seconds."""

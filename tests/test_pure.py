@@ -7,10 +7,11 @@ import json
 import pytest
 
 from aura_trio.agents import sensitive_actions
+from aura_trio.api.requests import check_path_id
 from aura_trio.client import SSEParser
 from aura_trio.errors import ValidationError
 from aura_trio.hitl import records as hitl
-from aura_trio.ids import check_path_id, new_request_id, new_session_id
+from aura_trio.ids import new_request_id, new_session_id
 from aura_trio.sessions import endings, sse
 from aura_trio.settings import ConfigError, Settings
 
@@ -85,18 +86,42 @@ def test_parse_signal_never_raises_on_junk(raw):
     assert hitl.parse_signal(raw) is None
 
 
+def _stored(**changes):
+    base = {
+        "requestId": "r", "sessionId": "s", "actionType": "git_merge", "message": "m",
+        "context": {}, "status": "pending", "userId": "u", "tenantId": "t1",
+        "createdAt": 1, "expiresAt": 2,
+    }  # fmt: skip
+    return hitl.HitlRequest.from_json({**base, **changes})
+
+
 def test_state_machine_moves_only_from_pending():
-    record = {"requestId": "r", "status": "pending"}
-    assert hitl.with_status(record, "approved") == {"requestId": "r", "status": "approved"}
+    moved = _stored().moved_to("approved")
+    assert moved is not None and moved.to_json()["status"] == "approved"
     for final in ("approved", "rejected", "timeout", "cancelled"):
-        assert hitl.with_status({**record, "status": final}, "rejected") is None
+        assert _stored(status=final).moved_to("rejected") is None
 
 
 def test_visibility_is_by_tenant_only():
-    assert hitl.visible_to({"tenantId": "t1"}, "t1")
-    assert not hitl.visible_to({"tenantId": "t1"}, "t2")
-    assert not hitl.visible_to({"tenantId": "t1"}, None)
-    assert not hitl.visible_to(None, "t1")
+    assert _stored().visible_to("t1")
+    assert not _stored().visible_to("t2")
+    assert not _stored().visible_to(None)
+    assert _stored(tenantId=None).visible_to(None)
+
+
+def test_a_stored_request_round_trips_and_keeps_fields_it_does_not_know():
+    raw = json.dumps({**_stored().to_json(), "addedByJava": [1, 2]}).encode()
+    request = hitl.HitlRequest.decode(raw)
+    assert request is not None
+    assert json.loads(request.encode()) == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"status": "bogus"}, {"requestId": 7}, {"createdAt": "1"}, {"tenantId": 3}, {"context": []}],
+)
+def test_a_malformed_stored_request_is_none(changes):
+    assert _stored(**changes) is None
 
 
 def test_sensitive_actions_follow_the_table_order():

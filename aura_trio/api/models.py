@@ -11,7 +11,6 @@ from .. import errors
 
 MAX_PROMPT_CHARS = 16000
 MAX_REASON_CHARS = 2000
-PATH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 T = TypeVar("T")
 

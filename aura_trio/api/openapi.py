@@ -18,8 +18,9 @@ from quart_schema import (
 )
 from werkzeug.routing import BaseConverter
 
+from ..ids import PATH_ID
 from .envelope import json_response
-from .models import PATH_ID_PATTERN, EventStream, Failure
+from .models import EventStream, Failure
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,7 +106,7 @@ class _Provider(OpenAPIProvider):
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
         parameter = super().build_path_parameter(name, converter)
-        parameter["schema"]["pattern"] = PATH_ID_PATTERN
+        parameter["schema"]["pattern"] = PATH_ID.pattern
         return parameter
 
 

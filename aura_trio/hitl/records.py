@@ -1,9 +1,15 @@
-"""HITL records, signals and their state machine (CONTRACT 4 and 5): pure, no I/O."""
+"""HITL records, signals and their state machine: pure, no I/O.
+
+The JSON shapes are the ones the Java Main Service reads and writes
+(docs/contract.md#redis-keys-and-signals); these frozen dataclasses are what the
+rest of the code passes around.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from ..sessions import events
@@ -17,13 +23,12 @@ CANCELLED: Final = "cancelled"
 
 Decision = Literal["approved", "rejected"]
 Status = Literal["pending", "approved", "rejected", "timeout", "cancelled"]
+_STATUSES: frozenset[str] = frozenset((PENDING, APPROVED, REJECTED, TIMEOUT, CANCELLED))
 
 DEFAULT_REJECT_REASON = "사용자 거절"
 
 CHANNEL_PREFIX = "hitl:channel:"
 SIGNAL_PREFIX = "hitl:signal:"
-
-encode = to_json
 
 _SIGNAL_TYPES: dict[str, Decision] = {"approval": APPROVED, "rejection": REJECTED}
 
@@ -45,6 +50,132 @@ def channel(session_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class HitlRequest:
+    """A stored request (`hitl:request:{requestId}`).
+
+    `extra` keeps fields this version does not know, so that a rewrite never drops
+    what another writer added.
+    """
+
+    request_id: str
+    session_id: str
+    action_type: str
+    message: str
+    context: dict[str, Any]
+    status: Status
+    user_id: str
+    tenant_id: str | None
+    created_at: int
+    expires_at: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "requestId": self.request_id,
+            "sessionId": self.session_id,
+            "actionType": self.action_type,
+            "message": self.message,
+            "context": self.context,
+            "status": self.status,
+            "userId": self.user_id,
+            "tenantId": self.tenant_id,
+            "createdAt": self.created_at,
+            "expiresAt": self.expires_at,
+        }
+
+    def encode(self) -> bytes:
+        return to_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: object) -> HitlRequest | None:
+        """The request in `data`, or None when `data` is not a well-formed one."""
+        if not isinstance(data, dict):
+            return None
+        known = {
+            "requestId": str,
+            "sessionId": str,
+            "actionType": str,
+            "message": str,
+            "context": dict,
+            "status": str,
+            "userId": str,
+            "createdAt": int,
+            "expiresAt": int,
+        }
+        for name, kind in known.items():
+            if not isinstance(data.get(name), kind):
+                return None
+        tenant_id = data.get("tenantId")
+        if data["status"] not in _STATUSES or not (tenant_id is None or isinstance(tenant_id, str)):
+            return None
+        extra = {k: v for k, v in data.items() if k not in known and k != "tenantId"}
+        return cls(
+            request_id=data["requestId"],
+            session_id=data["sessionId"],
+            action_type=data["actionType"],
+            message=data["message"],
+            context=data["context"],
+            status=data["status"],
+            user_id=data["userId"],
+            tenant_id=tenant_id,
+            created_at=data["createdAt"],
+            expires_at=data["expiresAt"],
+            extra=extra,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> HitlRequest | None:
+        return cls.from_json(_loads(raw))
+
+    def moved_to(self, status: Status) -> HitlRequest | None:
+        """This request moved to `status`, or None when it is no longer pending."""
+        if self.status != PENDING:
+            return None
+        return dataclasses.replace(self, status=status)
+
+    def visible_to(self, tenant_id: str | None) -> bool:
+        """Whether a caller of `tenant_id` may see it (only its own tenant may)."""
+        return self.tenant_id == tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPointer:
+    """`hitl:session:{sessionId}`: the session's latest request, and whose it is."""
+
+    session_id: str
+    request_id: str
+    user_id: str
+    tenant_id: str | None
+
+    def encode(self) -> bytes:
+        return to_json(
+            {
+                "sessionId": self.session_id,
+                "requestId": self.request_id,
+                "userId": self.user_id,
+                "tenantId": self.tenant_id,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> SessionPointer | None:
+        data = _loads(raw)
+        if not isinstance(data, dict):
+            return None
+        session_id, request_id = data.get("sessionId"), data.get("requestId")
+        user_id, tenant_id = data.get("userId"), data.get("tenantId")
+        if not (isinstance(session_id, str) and isinstance(request_id, str)):
+            return None
+        if not isinstance(user_id, str) or not (tenant_id is None or isinstance(tenant_id, str)):
+            return None
+        return cls(session_id, request_id, user_id, tenant_id)
+
+    def visible_to(self, tenant_id: str | None) -> bool:
+        return self.tenant_id == tenant_id
+
+
+@dataclass(frozen=True, slots=True)
 class Signal:
     """A decision as published on `hitl:channel:{sessionId}`."""
 
@@ -55,10 +186,7 @@ class Signal:
 
 def parse_signal(payload: bytes | str) -> Signal | None:
     """The signal in `payload`, or None when it is not a well-formed decision."""
-    try:
-        data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    data = _loads(payload)
     if not isinstance(data, dict):
         return None
     request_id, status, kind = data.get("requestId"), data.get("status"), data.get("type")
@@ -74,7 +202,7 @@ def parse_signal(payload: bytes | str) -> Signal | None:
 
 def signal_payload(
     request_id: str, decision: Decision, *, reason: str | None, user_id: str | None
-) -> dict[str, Any]:
+) -> bytes:
     """A signal exactly as the Java side writes it, plus the approver's id."""
     if decision == APPROVED:
         body: dict[str, Any] = {"type": "approval", "requestId": request_id, "status": APPROVED}
@@ -88,63 +216,19 @@ def signal_payload(
     body["timestamp"] = events.now()
     if user_id is not None:
         body["userId"] = user_id
-    return body
+    return to_json(body)
 
 
-def new_request(
-    *,
-    request_id: str,
-    session_id: str,
-    action_type: str,
-    message: str,
-    context: dict[str, Any],
-    user_id: str,
-    tenant_id: str | None,
-    created_at: int,
-    expires_at: int,
-) -> dict[str, Any]:
-    return {
-        "requestId": request_id,
-        "sessionId": session_id,
-        "actionType": action_type,
-        "message": message,
-        "context": context,
-        "status": PENDING,
-        "userId": user_id,
-        "tenantId": tenant_id,
-        "createdAt": created_at,
-        "expiresAt": expires_at,
-    }
+def decode_json_object(raw: bytes | None) -> dict[str, Any] | None:
+    """A stored JSON object as it is (for the API to return), or None."""
+    value = _loads(raw)
+    return value if isinstance(value, dict) else None
 
 
-def session_record(
-    session_id: str, request_id: str, user_id: str, tenant_id: str | None
-) -> dict[str, Any]:
-    return {
-        "sessionId": session_id,
-        "requestId": request_id,
-        "userId": user_id,
-        "tenantId": tenant_id,
-    }
-
-
-def with_status(record: dict[str, Any], status: Status) -> dict[str, Any] | None:
-    """The record moved to `status`, or None when it is no longer pending."""
-    if record.get("status") != PENDING:
-        return None
-    return {**record, "status": status}
-
-
-def visible_to(record: dict[str, Any] | None, tenant_id: str | None) -> bool:
-    """Whether a caller of `tenant_id` may see `record` (only its own tenant may)."""
-    return isinstance(record, dict) and record.get("tenantId") == tenant_id
-
-
-def decode(raw: bytes | None) -> dict[str, Any] | None:
+def _loads(raw: bytes | str | None) -> object:
     if raw is None:
         return None
     try:
-        value = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None

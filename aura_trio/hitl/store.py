@@ -1,4 +1,4 @@
-"""HITL requests and decisions in Redis: the state machine of `hitl.py` over the bus."""
+"""HITL requests and decisions in Redis: the state machine of `records` over the bus."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from ..bus.redis_bus import RedisBus, Swap
 from ..errors import ConflictError, NotFoundError
 from . import records as hitl
+from .records import HitlRequest, SessionPointer
 
 # Each swap only loses to another writer that already moved the record on; a
 # handful of attempts is plenty, and bounded.
@@ -33,20 +34,21 @@ class HitlStore:
         self._session_ttl = session_ttl
         self._signal_ttl = signal_ttl
 
-    async def open_request(self, record: dict[str, Any]) -> None:
+    async def open_request(self, request: HitlRequest) -> None:
         """Store a new pending request, point its session at it and list it as this
         process's, in one step."""
-        request_id = record["requestId"]
-        session = hitl.session_record(
-            record["sessionId"], request_id, record["userId"], record["tenantId"]
+        session = SessionPointer(
+            request.session_id, request.request_id, request.user_id, request.tenant_id
         )
         owned = (
-            None if self._owned_set is None else (self._owned_set, request_id, self._request_ttl)
+            None
+            if self._owned_set is None
+            else (self._owned_set, request.request_id, self._request_ttl)
         )
         await self._bus.set_many(
             [
-                (hitl.request_key(request_id), hitl.encode(record), self._request_ttl),
-                (hitl.session_key(record["sessionId"]), hitl.encode(session), self._session_ttl),
+                (hitl.request_key(request.request_id), request.encode(), self._request_ttl),
+                (hitl.session_key(request.session_id), session.encode(), self._session_ttl),
             ],
             add_to=owned,
         )
@@ -72,16 +74,16 @@ class HitlStore:
             self._disowned[:0] = request_ids
             raise
 
-    async def read_request(self, request_id: str, tenant_id: str | None) -> dict[str, Any]:
+    async def read_request(self, request_id: str, tenant_id: str | None) -> HitlRequest:
         """The request, if the caller's tenant owns it.
 
         Raises:
             NotFoundError: unknown, expired, or another tenant's (indistinguishable).
         """
-        record = hitl.decode(await self._bus.get(hitl.request_key(request_id)))
-        if record is None or not hitl.visible_to(record, tenant_id):
+        request = HitlRequest.decode(await self._bus.get(hitl.request_key(request_id)))
+        if request is None or not request.visible_to(tenant_id):
             raise NotFoundError("HITL request not found")
-        return record
+        return request
 
     async def read_signal(self, session_id: str, tenant_id: str | None) -> dict[str, Any]:
         """The last signal stored for a session of the caller's tenant.
@@ -92,9 +94,9 @@ class HitlStore:
         session_raw, signal_raw = await self._bus.mget(
             [hitl.session_key(session_id), hitl.signal_key(session_id)]
         )
-        session = hitl.decode(session_raw)
-        signal = hitl.decode(signal_raw)
-        if session is None or not hitl.visible_to(session, tenant_id) or signal is None:
+        session = SessionPointer.decode(session_raw)
+        signal = hitl.decode_json_object(signal_raw)
+        if session is None or not session.visible_to(tenant_id) or signal is None:
             raise NotFoundError("HITL signal not found")
         return signal
 
@@ -106,7 +108,7 @@ class HitlStore:
         *,
         user_id: str,
         reason: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> HitlRequest:
         """Move a pending request to `decision`, then store and publish its signal.
 
         All three happen in one atomic step, so of two concurrent decisions exactly
@@ -118,43 +120,39 @@ class HitlStore:
         """
 
         def change(raw: bytes | None) -> Swap:
-            record = hitl.decode(raw)
-            if record is None or not hitl.visible_to(record, tenant_id):
+            request = HitlRequest.decode(raw)
+            if request is None or not request.visible_to(tenant_id):
                 raise NotFoundError("HITL request not found")
-            updated = hitl.with_status(record, decision)
+            updated = request.moved_to(decision)
             if updated is None:
-                raise ConflictError(f"HITL request is already {record.get('status')}")
-            session_id = record.get("sessionId")
-            if not isinstance(session_id, str):
-                raise NotFoundError("HITL request not found")
+                raise ConflictError(f"HITL request is already {request.status}")
             signal = hitl.signal_payload(request_id, decision, reason=reason, user_id=user_id)
-            announce = (session_id, hitl.encode(signal), self._signal_ttl)
-            return Swap(hitl.encode(updated), result=updated, announce=announce)
+            announce = (request.session_id, signal, self._signal_ttl)
+            return Swap(updated.encode(), result=updated, announce=announce)
 
-        decided: dict[str, Any] = await self._bus.update(
+        decided: HitlRequest = await self._bus.update(
             hitl.request_key(request_id), change, attempts=_ATTEMPTS
         )
         return decided
 
-    async def settle(self, request_id: str, status: hitl.Status) -> str | None:
+    async def settle(self, request_id: str, status: hitl.Status) -> hitl.Status | None:
         """Move a pending request to `status`; return the status it ends up in.
 
         When someone else decided first, their status is returned instead: the
         stored request is the one truth a session follows. None when the request
-        is gone (expired or deleted).
+        is gone (expired, deleted, or unreadable).
         """
 
         def change(raw: bytes | None) -> Swap:
-            record = hitl.decode(raw)
-            if record is None:
+            request = HitlRequest.decode(raw)
+            if request is None:
                 return Swap(None)
-            updated = hitl.with_status(record, status)
+            updated = request.moved_to(status)
             if updated is None:
-                current = record.get("status")
-                return Swap(None, result=current if isinstance(current, str) else None)
-            return Swap(hitl.encode(updated), result=status)
+                return Swap(None, result=request.status)
+            return Swap(updated.encode(), result=status)
 
-        settled: str | None = await self._bus.update(
+        settled: hitl.Status | None = await self._bus.update(
             hitl.request_key(request_id), change, attempts=_ATTEMPTS
         )
         return settled

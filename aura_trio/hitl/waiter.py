@@ -1,9 +1,9 @@
-"""A session's signal-waiter: turns signals into the decision its agent waits for."""
+"""A session's signal-waiter: turns the session's signals into the outcome of its request."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -15,8 +15,41 @@ from .store import HitlStore
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Approved:
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    request_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    request_id: str
+
+
+Outcome = Approved | Rejected | TimedOut
+
+
+class _Awaited:
+    """The one request a decision is awaited for; its outcome is set once."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.outcome: Approved | Rejected | None = None
+        self.decided = trio.Event()
+
+    def set(self, outcome: Approved | Rejected) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.decided.set()
+
+
 class SignalWaiter:
-    """Receives every signal for one session and resolves the request it waits for.
+    """Receives every signal for one session and decides the request it waits for.
 
     Signals for any other request id (an earlier request's stored signal, a replay)
     and malformed ones are ignored. Before a decision is acted on it is settled in
@@ -26,49 +59,51 @@ class SignalWaiter:
 
     Args:
         subscription: the session's subscription, registered before any request exists.
-        on_rejected: called with the request id and the reason when the awaited request
-            is rejected.
     """
 
-    def __init__(
-        self,
-        subscription: Subscription,
-        store: HitlStore,
-        on_rejected: Callable[[str, str], None],
-    ) -> None:
+    def __init__(self, subscription: Subscription, store: HitlStore) -> None:
         self._subscription = subscription
         self._store = store
-        self._on_rejected = on_rejected
-        self._expected: str | None = None
-        self._approved = trio.Event()
+        self._awaited: _Awaited | None = None
 
-    @property
-    def expected(self) -> str | None:
-        """The request id a decision is awaited for, if any."""
-        return self._expected
-
-    def expect(self, request_id: str) -> trio.Event:
-        """Start waiting for `request_id`; the returned event is set when it is approved."""
-        self._expected = request_id
-        self._approved = trio.Event()
+    def expect(self, request_id: str) -> None:
+        """Count signals for `request_id` from now on: call before the request is stored."""
+        self._awaited = _Awaited(request_id)
         self._subscription.watched = True
-        return self._approved
 
-    def forget(self) -> str | None:
-        """Stop waiting; returns the request id that was awaited, if any."""
-        request_id, self._expected = self._expected, None
+    async def decision(self, request_id: str, *, deadline: float) -> Outcome:
+        """Wait for the decision on `request_id` (announced by :meth:`expect`).
+
+        At `deadline` (Trio time) the request is settled as `timeout` in Redis,
+        unless a decision was stored just before: that decision is returned, not lost.
+        """
+        awaited = self._awaited
+        assert awaited is not None and awaited.request_id == request_id, "expect() it first"
+        with trio.move_on_at(deadline):
+            await awaited.decided.wait()
+        self._stop_waiting()
+        if awaited.outcome is not None:
+            return awaited.outcome
+        try:
+            stored = await self._store.settle(request_id, hitl.TIMEOUT)
+        except StoreUnavailable as error:
+            log.warning("could not mark a HITL request timed out: %s", error)
+            stored = hitl.TIMEOUT
+        if stored == hitl.APPROVED:
+            return Approved(request_id)
+        if stored == hitl.REJECTED:
+            return Rejected(request_id, hitl.DEFAULT_REJECT_REASON)
+        return TimedOut(request_id)
+
+    def abandon(self) -> str | None:
+        """Stop waiting; returns the request id still awaited, if any (the session ends)."""
+        awaited = self._awaited
+        self._stop_waiting()
+        return None if awaited is None or awaited.outcome is not None else awaited.request_id
+
+    def _stop_waiting(self) -> None:
+        self._awaited = None
         self._subscription.watched = False
-        return request_id
-
-    def resolve(self, request_id: str, decision: hitl.Decision, reason: str | None) -> None:
-        """Apply the decision on `request_id`, once; later calls are ignored."""
-        if request_id != self._expected:
-            return
-        self.forget()
-        if decision == hitl.APPROVED:
-            self._approved.set()
-        else:
-            self._on_rejected(request_id, reason or hitl.DEFAULT_REJECT_REASON)
 
     async def run(self) -> None:
         """Handle this session's signals until cancelled."""
@@ -80,14 +115,21 @@ class SignalWaiter:
                     extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
                 )
                 continue
-            if signal.request_id != self._expected:
+            awaited = self._awaited
+            if awaited is None or signal.request_id != awaited.request_id:
                 continue
             if message.announced_here:
-                self.resolve(signal.request_id, signal.decision, signal.reason)
-            else:
-                await self._settle(signal)
+                awaited.set(_outcome(signal.request_id, signal.decision, signal.reason))
+                continue
+            stored = await self._settle(signal)
+            if stored == hitl.APPROVED or stored == hitl.REJECTED:
+                reason = signal.reason if stored == signal.decision else None
+                awaited.set(_outcome(signal.request_id, stored, reason))
+            # timeout / cancelled: the session is already ending on that path.
 
-    async def _settle(self, signal: hitl.Signal) -> None:
+    async def _settle(self, signal: hitl.Signal) -> hitl.Status | None:
+        """The status the signal's request ends up in; the signal's own when Redis
+        cannot say (the request is gone, or Redis is unreachable)."""
         try:
             stored = await self._store.settle(signal.request_id, signal.decision)
         except StoreUnavailable as error:
@@ -97,9 +139,10 @@ class SignalWaiter:
                 extra={"requestId": signal.request_id},
             )
             stored = None
-        if stored is None:
-            self.resolve(signal.request_id, signal.decision, signal.reason)
-        elif stored in (hitl.APPROVED, hitl.REJECTED):
-            reason = signal.reason if stored == signal.decision else None
-            self.resolve(signal.request_id, stored, reason)  # type: ignore[arg-type]
-        # timeout / cancelled: the session is already ending on that path.
+        return signal.decision if stored is None else stored
+
+
+def _outcome(request_id: str, decision: hitl.Decision, reason: str | None) -> Approved | Rejected:
+    if decision == hitl.APPROVED:
+        return Approved(request_id)
+    return Rejected(request_id, reason or hitl.DEFAULT_REJECT_REASON)

@@ -27,7 +27,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, Framework
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from ..errors import HTTP_ERROR_CODES, envelope_error
+from ..api.envelope import HTTP_ERROR_CODES, envelope_error
 from ..sessions.sse import to_json
 
 log = logging.getLogger(__name__)

@@ -1,44 +1,92 @@
-"""One SSE session = one nursery (CONTRACT 3.6).
+"""One session = one nursery (docs/contract.md#one-session-one-nursery).
 
-    request task (quart-trio; cancelled when the client goes away)
-    └── SessionBody nursery
-        └── Session.run ─ cleanup (once, shielded) ─ last events ─ [DONE]
+    transport task (the SSE response body, or the WebSocket handler)
+    └── open_session nursery
+        └── Session.run ─ cleanup (once, shielded) ─ last events ─ done
             └── session scope: cancelled by any ending
                 ├── agent task      emits events, awaits approvals
-                ├── heartbeat task  `: heartbeat` when idle
+                ├── heartbeat task  a heartbeat when idle
                 └── signal-waiter   this session's Redis signals
 
-The response body only receives frames from the session's bounded outbox and
-yields them: it never yields inside the nursery (PITFALLS 3), and a client that
-stops reading makes the agent wait instead of the server buffer.
+The session writes encoded frames into a bounded outbox; the transport only
+receives them and sends them on. It never yields inside the nursery (see
+docs/design-notes.md#no-yield-inside-a-nursery), and a client that stops reading
+makes the agent wait instead of the server buffer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
-from quart.wrappers.response import ResponseBody
 
-from ..agents import StreamRequest
+from ..agents import Agent, StreamRequest
 from ..auth import Principal
+from ..bus.redis_bus import RedisBus
 from ..errors import StoreUnavailable
 from ..hitl import records as hitl
-from ..hitl.waiter import SignalWaiter
+from ..hitl.records import HitlRequest
+from ..hitl.store import HitlStore
+from ..hitl.waiter import Approved, Rejected, SignalWaiter, TimedOut
 from ..ids import new_request_id, new_session_id
-from ..state import AuraState
-from . import endings, events, sse
+from ..metrics import Metrics
+from . import endings, events
+from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FRAMES = 64
 CLEANUP_SECONDS = 5.0
 
+Frame = TypeVar("Frame", bytes, str)
+FrameOut = TypeVar("FrameOut", bytes, str, covariant=True)
 
-class Session:
+
+class Framing(Protocol[FrameOut]):
+    """How a transport encodes what a session sends (SSE: bytes, WebSocket: text)."""
+
+    @property
+    def connected(self) -> FrameOut | None:
+        """Sent first, before any event (None: nothing)."""
+
+    @property
+    def heartbeat(self) -> FrameOut: ...
+
+    @property
+    def done(self) -> FrameOut:
+        """Sent last, after the ending's events."""
+
+    def event(self, event_id: int, event_type: str, data: Any) -> FrameOut: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """What every session of one app uses."""
+
+    agent: Agent
+    bus: RedisBus
+    store: HitlStore
+    registry: SessionRegistry
+    metrics: Metrics
+    heartbeat_seconds: float
+    hitl_timeout_seconds: float
+
+
+class _Ended(BaseException):
+    """Unwinds the agent once a decision ended its session (an agent's `except
+    Exception` cannot swallow it)."""
+
+    def __init__(self, ending: endings.Ending) -> None:
+        super().__init__(ending.kind)
+        self.ending = ending
+
+
+class Session(Generic[Frame]):
     """A stream's state and tasks; also the :class:`AgentContext` its agent sees."""
 
     def __init__(
@@ -46,24 +94,26 @@ class Session:
         *,
         request: StreamRequest,
         principal: Principal,
-        state: AuraState,
+        services: SessionServices,
+        framing: Framing[Frame],
         last_event_id: int = 0,
     ) -> None:
         self.session_id = new_session_id()
         self.user_id = principal.user_id
         self.tenant_id = principal.tenant_id
         self.request = request
-        self._agent = state.agent
-        self._bus = state.bus
-        self._store = state.store
-        self._registry = state.registry
-        self._settings = state.settings
-        self._metrics = state.metrics
+        self._services = services
+        self._store = services.store
+        self._metrics = services.metrics
+        self._framing: Framing[Frame] = framing
         self._log = {"sessionId": self.session_id, "tenantId": self.tenant_id}
         self._started = trio.current_time()
         self._next_id = last_event_id + 1
-        self._outbox, self.frames = trio.open_memory_channel[bytes](OUTBOX_FRAMES)
-        self._outbox.send_nowait(sse.CONNECTED)
+        self._outbox: trio.MemorySendChannel[Frame]
+        self.frames: trio.MemoryReceiveChannel[Frame]
+        self._outbox, self.frames = trio.open_memory_channel(OUTBOX_FRAMES)
+        if framing.connected is not None:
+            self._outbox.send_nowait(framing.connected)
         self._last_write = trio.current_time()
         self._scope = trio.CancelScope()
         self._waiter: SignalWaiter | None = None
@@ -79,7 +129,7 @@ class Session:
         self._scope.cancel()
 
     async def run(self) -> None:
-        """Run the tasks until an ending, then send its last events and `[DONE]`.
+        """Run the tasks until an ending, then send its last events and the end frame.
 
         Cancelled from outside when the client goes away: cleanup still runs, once.
         """
@@ -93,11 +143,11 @@ class Session:
                     await self._cleanup()
             for event in self.ending.events(self.session_id) if self.ending else ():
                 await self.emit(event)
-            await self._write(sse.DONE)
+            await self._write(self._framing.done)
 
     async def _run_tasks(self) -> None:
-        with self._bus.subscribe(self.session_id) as subscription:
-            self._waiter = SignalWaiter(subscription, self._store, self._rejected)
+        with self._services.bus.subscribe(self.session_id) as subscription:
+            self._waiter = SignalWaiter(subscription, self._store)
             try:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
@@ -111,7 +161,9 @@ class Session:
     async def _run_agent(self) -> None:
         try:
             await self.emit(events.start(self.session_id))
-            await self._agent.run(self)
+            await self._services.agent.run(self)
+        except _Ended as ended:
+            self.finish(ended.ending)
         except Exception:
             log.exception("agent failed", extra=self._log)
             self.finish(endings.INTERNAL)
@@ -119,14 +171,14 @@ class Session:
             self.finish(endings.COMPLETED)
 
     async def _heartbeat(self) -> None:
-        interval = self._settings.heartbeat_seconds
+        interval = self._services.heartbeat_seconds
         while True:
             await trio.sleep_until(self._last_write + interval)
             if trio.current_time() >= self._last_write + interval:
-                await self._write(sse.HEARTBEAT)
+                await self._write(self._framing.heartbeat)
 
     async def _cleanup(self) -> None:
-        self._registry.release(self)
+        self._services.registry.release(self)
         ending = self.ending.kind if self.ending else "disconnected"
         self._metrics.open_sessions.dec()
         self._metrics.sessions.labels(ending).inc()
@@ -137,7 +189,7 @@ class Session:
             extra=self._log,
         )
         try:
-            pending = self._waiter.forget() if self._waiter else None
+            pending = self._waiter.abandon() if self._waiter else None
             if pending is not None and (
                 await self._store.settle(pending, hitl.CANCELLED) == hitl.CANCELLED
             ):
@@ -153,11 +205,7 @@ class Session:
         self._metrics.hitl_wait.observe(trio.current_time() - self._asked_at)
         log.info("HITL request %s", kind, extra={**self._log, "requestId": request_id})
 
-    def _rejected(self, request_id: str, reason: str) -> None:
-        self._decided(request_id, hitl.REJECTED)
-        self.finish(endings.rejected(reason))
-
-    async def _write(self, frame: bytes) -> None:
+    async def _write(self, frame: Frame) -> None:
         # Only wait when the outbox is full. Yielding on every frame (as `send`
         # does) woke the body for each one: ~3 frames per socket write, and each
         # write costs ~60 µs in the ASGI/HTTP layers. Frames emitted in a burst now
@@ -173,7 +221,7 @@ class Session:
 
     async def emit(self, event: events.Event) -> None:
         event_type, data = event
-        frame = sse.encode_event(self._next_id, event_type, data)
+        frame = self._framing.event(self._next_id, event_type, data)
         self._next_id += 1
         await self._write(frame)
         self._metrics.event_sent(event_type)
@@ -181,101 +229,70 @@ class Session:
     async def request_approval(
         self,
         action_type: str,
-        tool_args: dict[str, object],
+        tool_args: dict[str, Any],
         message: str,
-        context: dict[str, object],
+        context: dict[str, Any],
     ) -> None:
-        assert self._waiter is not None, "only the agent task asks for approval"
-        request_id = new_request_id()
-        approved = self._waiter.expect(request_id)
+        waiter = self._waiter
+        assert waiter is not None, "only the agent task asks for approval"
+        request = self._new_request(action_type, message, context)
+        waiter.expect(request.request_id)
         self._asked_at = trio.current_time()
-        self._opened.append(request_id)
-        created_at = events.now()
-        expires_at = created_at + math.ceil(self._settings.hitl_timeout_seconds)
-        await self._store.open_request(
-            hitl.new_request(
-                request_id=request_id,
-                session_id=self.session_id,
-                action_type=action_type,
-                message=message,
-                context=context,
-                user_id=self.user_id,
-                tenant_id=self.tenant_id,
-                created_at=created_at,
-                expires_at=expires_at,
-            )
-        )
+        self._opened.append(request.request_id)
+        await self._store.open_request(request)
         await self.emit(
             events.tool_execution(action_type, tool_args, "pending", requires_approval=True)
         )
         await self.emit(
-            events.hitl(request_id, self.session_id, action_type, message, context, expires_at)
+            events.hitl(
+                request.request_id, self.session_id, action_type, message, context,
+                request.expires_at,
+            )
+        )  # fmt: skip
+        log.info("HITL request asked", extra={**self._log, "requestId": request.request_id})
+        deadline = trio.current_time() + self._services.hitl_timeout_seconds
+        match await waiter.decision(request.request_id, deadline=deadline):
+            case Approved():
+                self._decided(request.request_id, hitl.APPROVED)
+            case Rejected(reason=reason):
+                self._decided(request.request_id, hitl.REJECTED)
+                raise _Ended(endings.rejected(reason))
+            case TimedOut():
+                self._decided(request.request_id, hitl.TIMEOUT)
+                raise _Ended(endings.timed_out(request.request_id))
+
+    def _new_request(self, action_type: str, message: str, context: dict[str, Any]) -> HitlRequest:
+        created_at = events.now()
+        return HitlRequest(
+            request_id=new_request_id(),
+            session_id=self.session_id,
+            action_type=action_type,
+            message=message,
+            context=context,
+            status=hitl.PENDING,
+            user_id=self.user_id,
+            tenant_id=self.tenant_id,
+            created_at=created_at,
+            expires_at=created_at + math.ceil(self._services.hitl_timeout_seconds),
         )
-        log.info("HITL request asked", extra={**self._log, "requestId": request_id})
-        with trio.move_on_after(self._settings.hitl_timeout_seconds):
-            await approved.wait()
-        if not approved.is_set():
-            await self._time_out(request_id)
-        if not approved.is_set():
-            await trio.sleep_forever()  # the session's scope is cancelled: never returns
-        self._decided(request_id, hitl.APPROVED)
-
-    async def _time_out(self, request_id: str) -> None:
-        assert self._waiter is not None
-        try:
-            stored = await self._store.settle(request_id, hitl.TIMEOUT)
-        except StoreUnavailable as error:
-            log.warning("could not mark a HITL request timed out: %s", error)
-            stored = hitl.TIMEOUT
-        if stored in (hitl.APPROVED, hitl.REJECTED):
-            # A decision was stored just before the deadline: it is not lost.
-            self._waiter.resolve(request_id, stored, None)  # type: ignore[arg-type]
-        elif self._waiter.forget() == request_id:
-            self._decided(request_id, hitl.TIMEOUT)
-            self.finish(endings.timed_out(request_id))
 
 
-class SessionBody(ResponseBody):
-    """The response body of a stream: starts the session, yields its frames.
+@asynccontextmanager
+async def open_session(session: Session[Frame]) -> AsyncIterator[trio.MemoryReceiveChannel[Frame]]:
+    """Run `session` in a nursery of its own; yields the channel of its frames.
 
-    Entered before the response starts; leaving it early (the client went away,
-    the send failed) cancels the session, whose cleanup then runs.
+    Leaving the block early (the client went away, a send failed) cancels the
+    session, whose cleanup then runs. A lone exception from the nursery is raised
+    as itself, not inside a group.
     """
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
-        self._nursery: trio.Nursery | None = None
-
-    async def __aenter__(self) -> SessionBody:
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
-        self._nursery.start_soon(self._session.run)
-        return self
-
-    async def __aexit__(  # type: ignore[override]
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        assert self._nursery is not None and self._nursery_manager is not None
-        self._nursery.cancel_scope.cancel()
-        return bool(await self._nursery_manager.__aexit__(exc_type, exc_value, tb))
-
-    def __aiter__(self) -> SessionBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        frames = self._session.frames
-        try:
-            batch = [await frames.receive()]
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-        # Whatever else is already queued goes out in the same write.
-        while len(batch) < OUTBOX_FRAMES:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
             try:
-                batch.append(frames.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        return batch[0] if len(batch) == 1 else b"".join(batch)
+                yield session.frames
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group
+        raise

@@ -1,4 +1,4 @@
-"""Server-Sent Events framing (CONTRACT 3.2): pure functions, no I/O."""
+"""Server-Sent Events framing (docs/contract.md#the-stream): pure, no I/O."""
 
 from __future__ import annotations
 
@@ -33,3 +33,18 @@ def parse_last_event_id(value: str | None) -> int:
     if not value.isascii() or not value.isdigit() or len(value) > 18:
         return 0
     return int(value)
+
+
+class SseFraming:
+    """A session's frames as Server-Sent Events (bytes)."""
+
+    connected = CONNECTED
+    heartbeat = HEARTBEAT
+    done = DONE
+
+    @staticmethod
+    def event(event_id: int, event_type: str, data: Any) -> bytes:
+        return encode_event(event_id, event_type, data)
+
+
+SSE = SseFraming()

@@ -1,0 +1,52 @@
+"""The response body of an SSE stream: runs its session, yields the session's frames."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+
+import trio
+from quart.wrappers.response import ResponseBody
+
+from ..sessions.session import OUTBOX_FRAMES, Session, open_session
+
+
+class SessionBody(ResponseBody):
+    """Entered before the response starts; leaving it early (the client went away,
+    the send failed) cancels the session, whose cleanup then runs."""
+
+    def __init__(self, session: Session[bytes]) -> None:
+        self._session = session
+        self._running: AbstractAsyncContextManager[trio.MemoryReceiveChannel[bytes]] | None = None
+        self._frames: trio.MemoryReceiveChannel[bytes] | None = None
+
+    async def __aenter__(self) -> SessionBody:
+        self._running = open_session(self._session)
+        self._frames = await self._running.__aenter__()
+        return self
+
+    async def __aexit__(  # type: ignore[override]
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._running is not None
+        return await self._running.__aexit__(exc_type, exc_value, tb)
+
+    def __aiter__(self) -> SessionBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._frames is not None
+        try:
+            batch = [await self._frames.receive()]
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        # Whatever else is already queued goes out in the same write.
+        while len(batch) < OUTBOX_FRAMES:
+            try:
+                batch.append(self._frames.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return batch[0] if len(batch) == 1 else b"".join(batch)
