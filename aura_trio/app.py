@@ -136,7 +136,7 @@ def state_of(app: Quart) -> AuraState:
 async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
     """The Redis bus and this worker's liveness, until `state.bus_scope` is cancelled."""
     # An exception escaping a task on app.nursery would wreck the lifespan
-    # (docs/design-notes.md#background-tasks-and-the-lifespan).
+    # (docs/design-notes.md#background-tasks-must-not-raise).
     with state.bus_scope:
         try:
             async with trio.open_nursery() as nursery:

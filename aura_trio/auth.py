@@ -1,4 +1,4 @@
-"""HS256 bearer tokens: who is calling, and for which tenant (CONTRACT 2)."""
+"""HS256 bearer tokens: who is calling, and for which tenant (docs/contract.md#authentication)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Session and request ids (docs/contract.md#redis-keys-and-signals)."""
+"""Session and request ids (docs/contract.md#redis-keys-and-ttls)."""
 
 from __future__ import annotations
 

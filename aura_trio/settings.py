@@ -1,4 +1,4 @@
-"""Configuration read from the environment (CONTRACT 9)."""
+"""Configuration read from the environment (docs/contract.md#configuration)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Settings:
     log_level: str = "INFO"
     # (ours) `module:callable` returning the agent, called with these settings.
     agent: str | None = None
-    # (ours, not in the contract table) how often every waiting session's stored
+    # (ours) how often every waiting session's stored
     # signal is re-read, the safety net for a PUBLISH nobody received.
     signal_poll_seconds: float = 5.0
     worker_ttl_seconds: int = 15

@@ -4,7 +4,7 @@ Each worker is a whole server (its own subscriber and sessions) bound with
 `SO_REUSEPORT`; they share Redis. SIGTERM/SIGINT is forwarded to every worker,
 which drains its own streams; a worker that dies on its own is restarted.
 Hypercorn's own multi-worker mode is not used: it kills busy workers on
-SIGTERM (PITFALLS 11).
+SIGTERM (docs/design-notes.md#workers-without-hypercorn-w).
 """
 
 from __future__ import annotations

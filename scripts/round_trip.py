@@ -24,7 +24,7 @@ PROMPT = "please merge PR 42 into main"
 
 
 class RoundTripError(Exception):
-    """The server answered, but not as CONTRACT 3-4 says."""
+    """The server answered, but not as docs/contract.md says."""
 
 
 def _connect(base: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:

@@ -3,7 +3,7 @@
 Rules for every network test: loopback only, port 0 (or a free port the OS gave),
 a real Redis-protocol server started here, a real server over TCP, and a
 `trio.fail_after` bound on every async test (hook below; pytest-timeout
-misbehaves with Trio, PITFALLS 23).
+misbehaves with Trio: docs/design-notes.md#test-time-limits-without-pytest-timeout).
 """
 
 from __future__ import annotations

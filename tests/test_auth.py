@@ -1,4 +1,4 @@
-"""Authentication (CONTRACT 2) over real HTTP: every bad token is a 401 in the envelope."""
+"""Authentication (docs/contract.md#authentication) over real HTTP: every bad token is a 401 in the envelope."""
 
 from __future__ import annotations
 

@@ -162,7 +162,7 @@ async def test_heartbeats_keep_a_waiting_stream_alive_through_gateway(
 
 
 def test_committed_config_sets_what_streams_need() -> None:
-    """What the running tests cannot wait for (300 s) or could pass without (PITFALLS 19-20)."""
+    """What the running tests cannot wait for (300 s) or could pass without (docs/design-notes.md#nginx-buffering, #heartbeats-under-proxy-timeouts)."""
     text = re.sub(r"#[^\n]*", "", CONFIG.read_text())
     server = text[text.index("server {") :]
     locations = dict(re.findall(r"location\s+(\S+)\s*\{([^}]*)\}", server))

@@ -1,4 +1,4 @@
-"""The approval round trip (CONTRACT 4-6) against a real Redis, signals from a raw client."""
+"""The approval round trip (docs/contract.md#the-hitl-round-trip) against a real Redis, signals from a raw client."""
 
 from __future__ import annotations
 

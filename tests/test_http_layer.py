@@ -77,7 +77,7 @@ def listen_overflows() -> int | None:
 
 
 async def test_burst_of_1000_connections_is_accepted(aura):
-    """A Gateway restart reconnects everyone at once (PITFALLS 8).
+    """A Gateway restart reconnects everyone at once (docs/design-notes.md#listen-backlog).
 
     With a short listen backlog the connections still succeed, late, after SYN
     retransmits; the kernel's overflow counter is what shows it.

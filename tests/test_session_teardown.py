@@ -1,4 +1,4 @@
-"""One session = one nursery (CONTRACT 3.6): a client that leaves tears everything down."""
+"""One session = one nursery (docs/contract.md#one-session-one-nursery): a client that leaves tears everything down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SSE framing on the wire (CONTRACT 3.2-3.5), read from a real server over TCP."""
+"""SSE framing on the wire (docs/contract.md#the-stream), read from a real server over TCP."""
 
 from __future__ import annotations
 

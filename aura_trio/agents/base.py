@@ -10,7 +10,7 @@ from ..sessions.events import Event
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
-    """What the caller asked for (CONTRACT 3.1), as the agent sees it."""
+    """What the caller asked for (docs/contract.md#stream-request), as the agent sees it."""
 
     prompt: str
     context: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The deterministic agent of CONTRACT 8: streams, and asks for approval, with no model."""
+"""The deterministic agent of docs/contract.md#the-built-in-agent: no model behind it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HITL HTTP API (docs/contract.md#the-hitl-http-api): read, approve, reject."""
+"""The HITL HTTP API (docs/contract.md#hitl-http-api): read, approve, reject."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
 
 
 class StreamHeaders(BaseModel):
-    """Optional headers of a stream request (CONTRACT 2, 3.1)."""
+    """Optional headers of a stream request (docs/contract.md#stream-request)."""
 
     x_tenant_id: str | None = None
     x_user_id: str | None = None

@@ -1,7 +1,7 @@
 """HITL records, signals and their state machine: pure, no I/O.
 
 The JSON shapes are the ones the Java Main Service reads and writes
-(docs/contract.md#redis-keys-and-signals); these frozen dataclasses are what the
+(docs/contract.md#redis-keys-and-ttls); these frozen dataclasses are what the
 rest of the code passes around.
 """
 

@@ -1,4 +1,4 @@
-"""Quart-Trio's HTTP connection, fixed to finish responses properly (PITFALLS 6).
+"""Quart-Trio's connection, fixed to close: docs/design-notes.md#closing-connections-on-quart-trio
 
 quart-trio 0.12 cancels a request as soon as Hypercorn reports the client gone,
 and Hypercorn reports that *during* the app's final send when it closes the

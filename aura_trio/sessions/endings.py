@@ -1,4 +1,4 @@
-"""How a session ends, and the last events each ending sends (CONTRACT 3.5)."""
+"""How a session ends, and the last events each ending sends (docs/contract.md#endings)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The event catalogue (CONTRACT 3.3): each function returns `(event type, data)`."""
+"""The event catalogue (docs/contract.md#event-catalogue): functions returning `(type, data)`."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@
 
 The session writes encoded frames into a bounded outbox; the transport only
 receives them and sends them on. It never yields inside the nursery (see
-docs/design-notes.md#no-yield-inside-a-nursery), and a client that stops reading
+docs/design-notes.md#never-yield-inside-a-nursery), and a client that stops reading
 makes the agent wait instead of the server buffer.
 """
 
