@@ -46,7 +46,8 @@ def register_stream_routes(
                 "X-Aura-Session-ID": session.session_id,
             },
         )
-        # A stream lives as long as its session (docs/design-notes.md#sse-streams-and-response-timeout).
+        # A stream lives as long as its session:
+        # docs/design-notes.md#sse-streams-and-response-timeout
         response.timeout = None
         return response
 

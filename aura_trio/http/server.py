@@ -1,9 +1,10 @@
 """Serving the app with Hypercorn's trio worker, with the bounds a stream server needs.
 
 Like `hypercorn.trio.serve`, plus: a listen backlog sized for reconnect storms
-(docs/design-notes.md#listen-backlog), a bound on every socket write so a client that stops reading is
-dropped instead of holding its task forever (docs/design-notes.md#bounded-socket-writes), `SO_REUSEPORT` for
-several worker processes on one port, and an ordered shutdown: stop accepting,
+(docs/design-notes.md#listen-backlog), a bound on every socket write so a client
+that stops reading is dropped instead of holding its task forever
+(docs/design-notes.md#bounded-socket-writes), `SO_REUSEPORT` for several worker
+processes on one port, and an ordered shutdown: stop accepting,
 let the app drain its streams, close idle connections, then the lifespan.
 """
 
