@@ -1,0 +1,86 @@
+"""Regression guard for the framework internals `aura_trio/http/` relies on.
+
+Every Hypercorn, Quart or quart-trio detail below that is not public API is used by
+exactly one module of `aura_trio/http/`. A framework upgrade that changes one of
+them fails here, by name, instead of as a subtle change in how connections close.
+No server, no I/O beyond a socket that is never connected.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+
+import hypercorn.trio.tcp_server as tcp_server
+from hypercorn.config import Config
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.tcp_server import TCPServer
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from aura_trio.http.connection import ClosingHTTPConnection
+from aura_trio.http.server import make_config
+
+
+def _source(function: object) -> str:
+    return inspect.getsource(function)  # type: ignore[arg-type]
+
+
+def test_workers_above_one_is_what_turns_so_reuseport_on():
+    # http/server.make_config sets config.workers = 2 for several worker processes.
+    config = make_config(
+        host="127.0.0.1", port=0, backlog=16, keep_alive_seconds=5, reuse_port=True
+    )
+    sockets = config.create_sockets().insecure_sockets
+    try:
+        assert sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    finally:
+        for sock in sockets:
+            sock.close()
+    single = make_config(
+        host="127.0.0.1", port=0, backlog=16, keep_alive_seconds=5, reuse_port=False
+    )
+    sockets = single.create_sockets().insecure_sockets
+    try:
+        assert sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_tcp_server_hooks_we_override_are_still_there():
+    # _BoundedSendTCPServer overrides _read_data and protocol_send, and reads these.
+    assert "_read_data" in vars(TCPServer)
+    assert "protocol_send" in vars(TCPServer)
+    assert isinstance(tcp_server.MAX_RECV, int)
+    run = _source(TCPServer.run)
+    assert "self.protocol = ProtocolWrapper(" in run, "the protocol is built inside run()"
+    assert "await self._read_data()" in run
+    init = _source(TCPServer.__init__)
+    assert "self.send_lock" in init and "self.idle_task" in init
+    assert "shield = True" in _source(TCPServer.protocol_send), "writes are still shielded"
+
+
+def test_h11_protocol_error_response_hook_is_still_there():
+    # _EnvelopedErrorsH11Protocol replaces _send_error_response and calls _send_h11_event.
+    assert list(inspect.signature(H11Protocol._send_error_response).parameters) == [
+        "self",
+        "status_code",
+    ]
+    assert "_send_h11_event" in vars(H11Protocol)
+    assert "H11Protocol(" in _source(ProtocolWrapper.__init__), "HTTP/1.1 starts as H11Protocol"
+
+
+def test_quart_trio_send_response_hook_is_still_there():
+    # ClosingHTTPConnection overrides _send_response(send, response).
+    assert issubclass(ClosingHTTPConnection, TrioASGIHTTPConnection)
+    assert list(inspect.signature(TrioASGIHTTPConnection._send_response).parameters) == [
+        "self",
+        "send",
+        "response",
+    ]
+    assert "self._send_response(send, response)" in _source(TrioASGIHTTPConnection.handle_request)
+
+
+def test_config_defaults_we_rely_on():
+    assert Config().workers == 1
