@@ -76,7 +76,11 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         bus=bus,
         store=store,
         liveness=Liveness(bus, store, worker_id, settings.worker_ttl_seconds),
-        authenticator=Authenticator(settings.secret, settings.jwt_leeway_seconds),
+        authenticator=Authenticator(
+            settings.secret,
+            settings.jwt_leeway_seconds,
+            trust_tenant_header=settings.trust_tenant_header,
+        ),
         registry=SessionRegistry(
             max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
         ),

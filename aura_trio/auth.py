@@ -29,15 +29,21 @@ class HeaderLookup(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
-def authenticate(headers: HeaderLookup, secret: str, leeway: float) -> Principal:
+def authenticate(
+    headers: HeaderLookup, secret: str, leeway: float, *, trust_tenant_header: bool = False
+) -> Principal:
     """Verify the bearer token and the identity headers.
+
+    The tenant is the token's `tenant_id`. A token without one acts in no tenant,
+    unless `trust_tenant_header` (a Gateway sets `X-Tenant-ID` itself and drops the
+    client's): then the header names it.
 
     Raises:
         AuthError: no token, or one that is not a valid, current HS256 token with a `sub`.
         ForbiddenError: `X-Tenant-ID` or `X-User-ID` names someone the token does not.
     """
     token = _bearer_token(headers.get("Authorization"))
-    return _principal(_decode(token, secret, leeway), headers)
+    return _principal(_decode(token, secret, leeway), headers, trust_tenant_header)
 
 
 class Authenticator:
@@ -48,9 +54,17 @@ class Authenticator:
     newest `remember` tokens are kept.
     """
 
-    def __init__(self, secret: str, leeway: float, *, remember: int = 4096) -> None:
+    def __init__(
+        self,
+        secret: str,
+        leeway: float,
+        *,
+        trust_tenant_header: bool = False,
+        remember: int = 4096,
+    ) -> None:
         self._secret = secret
         self._leeway = leeway
+        self._trust_tenant_header = trust_tenant_header
         self._remember = remember
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -65,7 +79,7 @@ class Authenticator:
         else:
             self._verified.move_to_end(token)
             _check_times(claims, self._leeway)
-        return _principal(claims, headers)
+        return _principal(claims, headers, self._trust_tenant_header)
 
 
 def _check_times(claims: Mapping[str, Any], leeway: float) -> None:
@@ -78,18 +92,23 @@ def _check_times(claims: Mapping[str, Any], leeway: float) -> None:
             raise AuthError("token not yet valid")
 
 
-def _principal(claims: Mapping[str, Any], headers: HeaderLookup) -> Principal:
+def _principal(
+    claims: Mapping[str, Any], headers: HeaderLookup, trust_tenant_header: bool
+) -> Principal:
     user_id = claims["sub"]
-    token_tenant = _optional_text(claims, "tenant_id")
+    tenant = _optional_text(claims, "tenant_id")
     header_tenant = headers.get("X-Tenant-ID")
-    if header_tenant is not None and token_tenant is not None and header_tenant != token_tenant:
+    if tenant is None and trust_tenant_header:
+        tenant = header_tenant
+    elif header_tenant is not None and header_tenant != tenant:
+        # A header the client sets never chooses the tenant.
         raise ForbiddenError("X-Tenant-ID does not match the token's tenant")
     header_user = headers.get("X-User-ID")
     if header_user is not None and header_user != user_id:
         raise ForbiddenError("X-User-ID does not match the token's subject")
     return Principal(
         user_id=user_id,
-        tenant_id=token_tenant if token_tenant is not None else header_tenant,
+        tenant_id=tenant,
         email=_optional_text(claims, "email"),
         role=_optional_text(claims, "role"),
     )

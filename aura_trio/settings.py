@@ -38,6 +38,8 @@ class Settings:
     send_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     metrics: bool = False
+    # Only behind a Gateway that sets X-Tenant-ID itself and drops the client's.
+    trust_tenant_header: bool = False
     log_level: str = "INFO"
     # (ours) `module:callable` returning the agent, called with these settings.
     agent: str | None = None
@@ -91,6 +93,7 @@ class Settings:
                 "AURA_SHUTDOWN_GRACE_SECONDS", d.shutdown_grace_seconds
             ),
             "metrics": reader.flag("AURA_METRICS", d.metrics),
+            "trust_tenant_header": reader.flag("AURA_TRUST_TENANT_HEADER", d.trust_tenant_header),
             "log_level": reader.text("AURA_LOG_LEVEL", d.log_level).upper(),
             "agent": env.get("AURA_AGENT") or None,
             "signal_poll_seconds": reader.number(

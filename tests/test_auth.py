@@ -128,15 +128,49 @@ async def test_matching_identity_headers_and_leeway_are_accepted(aura):
         await stream.read_body()
 
 
-async def test_tenant_from_header_when_the_token_has_none(aura, raw_redis):
-    headers = {**auth("alice", None), "X-Tenant-ID": "from-header"}
+async def test_a_header_never_chooses_the_tenant_of_a_token_without_one(aura, raw_redis):
+    """Regression: a token without `tenant_id` plus `X-Tenant-ID: t1` could read and
+    approve tenant t1's pending request (the tenant fell back to the header)."""
+    async with aura.stream("merge", headers=auth("victim", "t1")) as victim:
+        frames = await victim.events_until("hitl")
+        request_id = frames[-1].json()["data"]["requestId"]
+        intruder = {**auth("mallory", None), "X-Tenant-ID": "t1"}
+        assert (await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=intruder)).status == 403
+        assert (await aura.approve(request_id, headers=intruder)).status == 403
+        no_tenant = auth("mallory", None)
+        assert (await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=no_tenant)).status == 404
+        assert (await aura.approve(request_id, headers=no_tenant)).status == 404
+        assert json.loads(raw_redis.get(f"hitl:request:{request_id}"))["status"] == "pending"
+        assert (await aura.approve(request_id, headers=auth("victim", "t1"))).status == 200
+        await victim.read_body()
+
+
+async def test_a_token_without_a_tenant_acts_in_no_tenant_only_for_its_own_user(aura, raw_redis):
+    own = auth("alice", None)
+    async with aura.stream("merge", headers=own) as stream:
+        frames = await stream.events_until("hitl")
+        request_id = frames[-1].json()["data"]["requestId"]
+        assert json.loads(raw_redis.get(f"hitl:request:{request_id}"))["tenantId"] is None
+        assert (await aura.approve(request_id, headers=auth("bob", None))).status == 404
+        assert (await aura.approve(request_id, headers=auth("bob", "t1"))).status == 404
+        assert (await aura.approve(request_id, headers=own)).status == 200
+        await stream.read_body()
+
+
+async def test_behind_a_trusted_gateway_the_header_names_the_tenant(start_server, raw_redis):
+    aura = await start_server(trust_tenant_header=True)
+    headers = {**auth("alice", None), "X-Tenant-ID": "from-gateway"}
     async with aura.stream("merge", headers=headers) as stream:
         frames = await stream.events_until("hitl")
         request_id = frames[-1].json()["data"]["requestId"]
         stored = json.loads(raw_redis.get(f"hitl:request:{request_id}"))
-        assert stored["tenantId"] == "from-header"
+        assert stored["tenantId"] == "from-gateway"
         assert (await aura.approve(request_id, headers=auth("bob", "t1"))).status == 404
-        assert (await aura.approve(request_id, headers=headers)).status == 200
+        # A token's own tenant still wins over the header.
+        mismatched = {**auth("bob", "t1"), "X-Tenant-ID": "from-gateway"}
+        assert (await aura.approve(request_id, headers=mismatched)).status == 403
+        colleague = {**auth("carol", None), "X-Tenant-ID": "from-gateway"}
+        assert (await aura.approve(request_id, headers=colleague)).status == 200
         await stream.read_body()
 
 

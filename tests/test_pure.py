@@ -103,10 +103,15 @@ def test_state_machine_moves_only_from_pending():
 
 
 def test_visibility_is_by_tenant_only():
-    assert _stored().visible_to("t1")
-    assert not _stored().visible_to("t2")
-    assert not _stored().visible_to(None)
-    assert _stored(tenantId=None).visible_to(None)
+    assert _stored().visible_to("t1", "anyone-of-t1")
+    assert not _stored().visible_to("t2", "u")
+    assert not _stored().visible_to(None, "u")
+
+
+def test_a_request_opened_in_no_tenant_is_visible_only_to_its_own_user():
+    assert _stored(tenantId=None).visible_to(None, "u")
+    assert not _stored(tenantId=None).visible_to(None, "somebody-else")
+    assert not _stored(tenantId=None).visible_to("t1", "u")
 
 
 def test_a_stored_request_round_trips_and_keeps_fields_it_does_not_know():

@@ -8,7 +8,7 @@ from quart_schema import document_request, document_response
 from ..auth import Authenticator, Principal
 from ..errors import ForbiddenError
 from ..hitl import records as hitl
-from ..hitl.store import HitlStore
+from ..hitl.store import Caller, HitlStore
 from .envelope import envelope_success, json_response
 from .models import (
     DecisionBody,
@@ -31,9 +31,7 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
         if body.userId is not None and body.userId != principal.user_id:
             raise ForbiddenError("userId does not match the token's subject")
         reason = (body.reason or hitl.DEFAULT_REJECT_REASON) if decision == hitl.REJECTED else None
-        decided = await store.decide(
-            request_id, principal.tenant_id, decision, user_id=principal.user_id, reason=reason
-        )
+        decided = await store.decide(request_id, _caller(principal), decision, reason=reason)
         data = {"requestId": request_id, "sessionId": decided.session_id, "status": decision}
         if reason is not None:
             data["reason"] = reason
@@ -64,7 +62,7 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
     async def get_request(principal: Principal, request_id: str) -> Response:
         """A stored request of the caller's tenant."""
         check_path_id(request_id, "requestId")
-        found = await store.read_request(request_id, principal.tenant_id)
+        found = await store.read_request(request_id, _caller(principal))
         return json_response(envelope_success(found.to_json(), "HITL request"))
 
     @app.get("/aura/hitl/signals/<session_id>")
@@ -74,5 +72,9 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
     async def get_signal(principal: Principal, session_id: str) -> Response:
         """The last stored signal of a session of the caller's tenant."""
         check_path_id(session_id, "sessionId")
-        signal = await store.read_signal(session_id, principal.tenant_id)
+        signal = await store.read_signal(session_id, _caller(principal))
         return json_response(envelope_success(signal, "HITL signal"))
+
+
+def _caller(principal: Principal) -> Caller:
+    return Caller(principal.tenant_id, principal.user_id)

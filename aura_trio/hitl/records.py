@@ -134,9 +134,10 @@ class HitlRequest:
             return None
         return dataclasses.replace(self, status=status)
 
-    def visible_to(self, tenant_id: str | None) -> bool:
-        """Whether a caller of `tenant_id` may see it (only its own tenant may)."""
-        return self.tenant_id == tenant_id
+    def visible_to(self, tenant_id: str | None, user_id: str) -> bool:
+        """Whether a caller may see and decide it: one of its own tenant; a request
+        opened in no tenant, only its own user."""
+        return _visible(self.tenant_id, self.user_id, tenant_id, user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,12 @@ class SessionPointer:
             return None
         return cls(session_id, request_id, user_id, tenant_id)
 
-    def visible_to(self, tenant_id: str | None) -> bool:
-        return self.tenant_id == tenant_id
+    def visible_to(self, tenant_id: str | None, user_id: str) -> bool:
+        return _visible(self.tenant_id, self.user_id, tenant_id, user_id)
+
+
+def _visible(owner_tenant: str | None, owner: str, tenant_id: str | None, user_id: str) -> bool:
+    return owner_tenant == tenant_id and (tenant_id is not None or owner == user_id)
 
 
 @dataclass(frozen=True, slots=True)

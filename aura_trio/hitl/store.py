@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..bus.redis_bus import RedisBus, Swap
 from ..errors import ConflictError, NotFoundError
 from . import records as hitl
 from .records import HitlRequest, SessionPointer
+
+
+class Caller(NamedTuple):
+    """Who reads or decides: a request is visible to its tenant (to its own user
+    when it was opened in no tenant)."""
+
+    tenant_id: str | None
+    user_id: str
+
 
 # Each swap only loses to another writer that already moved the record on; a
 # handful of attempts is plenty, and bounded.
@@ -74,18 +83,18 @@ class HitlStore:
             self._disowned[:0] = request_ids
             raise
 
-    async def read_request(self, request_id: str, tenant_id: str | None) -> HitlRequest:
+    async def read_request(self, request_id: str, caller: Caller) -> HitlRequest:
         """The request, if the caller's tenant owns it.
 
         Raises:
             NotFoundError: unknown, expired, or another tenant's (indistinguishable).
         """
         request = HitlRequest.decode(await self._bus.get(hitl.request_key(request_id)))
-        if request is None or not request.visible_to(tenant_id):
+        if request is None or not request.visible_to(*caller):
             raise NotFoundError("HITL request not found")
         return request
 
-    async def read_signal(self, session_id: str, tenant_id: str | None) -> dict[str, Any]:
+    async def read_signal(self, session_id: str, caller: Caller) -> dict[str, Any]:
         """The last signal stored for a session of the caller's tenant.
 
         Raises:
@@ -96,17 +105,16 @@ class HitlStore:
         )
         session = SessionPointer.decode(session_raw)
         signal = hitl.decode_json_object(signal_raw)
-        if session is None or not session.visible_to(tenant_id) or signal is None:
+        if session is None or signal is None or not session.visible_to(*caller):
             raise NotFoundError("HITL signal not found")
         return signal
 
     async def decide(
         self,
         request_id: str,
-        tenant_id: str | None,
+        caller: Caller,
         decision: hitl.Decision,
         *,
-        user_id: str,
         reason: str | None = None,
     ) -> HitlRequest:
         """Move a pending request to `decision`, then store and publish its signal.
@@ -121,12 +129,14 @@ class HitlStore:
 
         def change(raw: bytes | None) -> Swap:
             request = HitlRequest.decode(raw)
-            if request is None or not request.visible_to(tenant_id):
+            if request is None or not request.visible_to(*caller):
                 raise NotFoundError("HITL request not found")
             updated = request.moved_to(decision)
             if updated is None:
                 raise ConflictError(f"HITL request is already {request.status}")
-            signal = hitl.signal_payload(request_id, decision, reason=reason, user_id=user_id)
+            signal = hitl.signal_payload(
+                request_id, decision, reason=reason, user_id=caller.user_id
+            )
             announce = (request.session_id, signal, self._signal_ttl)
             return Swap(updated.encode(), result=updated, announce=announce)
 
