@@ -23,6 +23,8 @@ CANCELLED: Final = "cancelled"
 
 Decision = Literal["approved", "rejected"]
 Status = Literal["pending", "approved", "rejected", "timeout", "cancelled"]
+# How a request left `pending` (docs/approvals.md#decision-record).
+Via = Literal["api", "signal", "timeout", "disconnect", "cancel", "shutdown", "worker_lost"]
 _STATUSES: frozenset[str] = frozenset((PENDING, APPROVED, REJECTED, TIMEOUT, CANCELLED))
 
 DEFAULT_REJECT_REASON = "사용자 거절"
@@ -31,6 +33,12 @@ CHANNEL_PREFIX = "hitl:channel:"
 SIGNAL_PREFIX = "hitl:signal:"
 
 _SIGNAL_TYPES: dict[str, Decision] = {"approval": APPROVED, "rejection": REJECTED}
+_VIAS: frozenset[str] = frozenset(
+    ("api", "signal", "timeout", "disconnect", "cancel", "shutdown", "worker_lost")
+)
+_OWN_OPTIONAL = frozenset(
+    ("tenantId", "args", "proposedArgs", "editableArgs", "decidedBy", "decidedAt", "reason", "via")
+)
 
 
 def request_key(request_id: str) -> str:
@@ -67,11 +75,33 @@ class HitlRequest:
     tenant_id: str | None
     created_at: int
     expires_at: int
+    # The tool's arguments: proposed, or the ones a person approved instead.
+    args: dict[str, Any] | None = None
+    proposed_args: dict[str, Any] | None = None
+    # A JSON Schema the edited arguments must satisfy; None: they cannot be edited.
+    editable_args: dict[str, Any] | None = None
+    decided_by: str | None = None
+    decided_at: int | None = None
+    reason: str | None = None
+    via: Via | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        optional = {
+            "args": self.args,
+            "proposedArgs": self.proposed_args,
+            "editableArgs": self.editable_args,
+            "reason": self.reason,
+        }
+        decided = (
+            {}
+            if self.status == PENDING
+            else {"decidedBy": self.decided_by, "decidedAt": self.decided_at, "via": self.via}
+        )
         return {
             **self.extra,
+            **{name: value for name, value in optional.items() if value is not None},
+            **decided,
             "requestId": self.request_id,
             "sessionId": self.session_id,
             "actionType": self.action_type,
@@ -109,7 +139,21 @@ class HitlRequest:
         tenant_id = data.get("tenantId")
         if data["status"] not in _STATUSES or not (tenant_id is None or isinstance(tenant_id, str)):
             return None
-        extra = {k: v for k, v in data.items() if k not in known and k != "tenantId"}
+        optional_objects = {}
+        for name in ("args", "proposedArgs", "editableArgs"):
+            value = data.get(name)
+            if not (value is None or isinstance(value, dict)):
+                return None
+            optional_objects[name] = value
+        decided_by, decided_at = data.get("decidedBy"), data.get("decidedAt")
+        reason, via = data.get("reason"), data.get("via")
+        if not (decided_by is None or isinstance(decided_by, str)):
+            return None
+        if not (decided_at is None or isinstance(decided_at, int)):
+            return None
+        if not (reason is None or isinstance(reason, str)) or not (via is None or via in _VIAS):
+            return None
+        extra = {k: v for k, v in data.items() if k not in known and k not in _OWN_OPTIONAL}
         return cls(
             request_id=data["requestId"],
             session_id=data["sessionId"],
@@ -121,6 +165,13 @@ class HitlRequest:
             tenant_id=tenant_id,
             created_at=data["createdAt"],
             expires_at=data["expiresAt"],
+            args=optional_objects["args"],
+            proposed_args=optional_objects["proposedArgs"],
+            editable_args=optional_objects["editableArgs"],
+            decided_by=decided_by,
+            decided_at=decided_at,
+            reason=reason,
+            via=via,
             extra=extra,
         )
 
@@ -128,11 +179,31 @@ class HitlRequest:
     def decode(cls, raw: bytes | None) -> HitlRequest | None:
         return cls.from_json(_loads(raw))
 
-    def moved_to(self, status: Status) -> HitlRequest | None:
-        """This request moved to `status`, or None when it is no longer pending."""
+    def moved_to(
+        self,
+        status: Status,
+        *,
+        via: Via | None = None,
+        by: str | None = None,
+        at: int | None = None,
+        reason: str | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> HitlRequest | None:
+        """This request moved to `status`, recording who and how; None when it is no
+        longer pending. `args`: the arguments approved instead of the proposed ones."""
         if self.status != PENDING:
             return None
-        return dataclasses.replace(self, status=status)
+        edited = args is not None and args != self.args
+        return dataclasses.replace(
+            self,
+            status=status,
+            via=via,
+            decided_by=by,
+            decided_at=events.now() if at is None else at,
+            reason=reason if status == REJECTED else None,
+            args=args if edited else self.args,
+            proposed_args=self.args if edited else None,
+        )
 
     def visible_to(self, tenant_id: str | None, user_id: str) -> bool:
         """Whether a caller may see and decide it: one of its own tenant; a request
@@ -187,6 +258,10 @@ class Signal:
     request_id: str
     decision: Decision
     reason: str | None = None
+    # The approver, when the publisher says (the Java side may send `userId`).
+    user_id: str | None = None
+    # Edited arguments an approval carries (ours; the Java side sends none).
+    args: dict[str, Any] | None = None
 
 
 def parse_signal(payload: bytes | str) -> Signal | None:
@@ -202,13 +277,26 @@ def parse_signal(payload: bytes | str) -> Signal | None:
     reason = data.get("reason")
     if status == REJECTED and not isinstance(reason, str):
         reason = DEFAULT_REJECT_REASON
-    return Signal(request_id, status, reason if status == REJECTED else None)
+    user_id, args = data.get("userId"), data.get("args")
+    return Signal(
+        request_id,
+        status,
+        reason if status == REJECTED else None,
+        user_id if isinstance(user_id, str) else None,
+        args if isinstance(args, dict) and status == APPROVED else None,
+    )
 
 
 def signal_payload(
-    request_id: str, decision: Decision, *, reason: str | None, user_id: str | None
+    request_id: str,
+    decision: Decision,
+    *,
+    reason: str | None,
+    user_id: str | None,
+    args: dict[str, Any] | None = None,
 ) -> bytes:
-    """A signal exactly as the Java side writes it, plus the approver's id."""
+    """A signal exactly as the Java side writes it, plus the approver's id and, for
+    an approval with edited arguments, those arguments."""
     if decision == APPROVED:
         body: dict[str, Any] = {"type": "approval", "requestId": request_id, "status": APPROVED}
     else:
@@ -221,6 +309,8 @@ def signal_payload(
     body["timestamp"] = events.now()
     if user_id is not None:
         body["userId"] = user_id
+    if args is not None:
+        body["args"] = args
     return to_json(body)
 
 
