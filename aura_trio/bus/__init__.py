@@ -1,0 +1,1 @@
+"""Redis from Trio without threads: the only package that imports `redis` or `hiredis`."""
