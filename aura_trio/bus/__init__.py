@@ -1,1 +1,1 @@
-"""Redis: the only package that imports `redis`."""
+"""Redis: the only package that imports `redis` or `hiredis`."""
