@@ -56,11 +56,10 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         settings.redis_url,
         channel_prefix=hitl.CHANNEL_PREFIX,
         stored_prefix=hitl.SIGNAL_PREFIX,
-        max_connections=settings.redis_max_connections,
+        connections=settings.redis_connections,
         timeout=settings.redis_timeout_seconds,
         poll_interval=settings.signal_poll_seconds,
         on_subscribed=metrics.redis_subscriptions.inc,
-        on_lag=metrics.subscriber_lag.observe,
     )
     worker_id = new_worker_id()
     store = HitlStore(
@@ -68,6 +67,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         request_ttl=settings.request_ttl_seconds,
         session_ttl=settings.session_ttl_seconds,
         signal_ttl=settings.signal_ttl_seconds,
+        audit_max_len=settings.audit_max_len,
         owned_set=requests_key(worker_id),
     )
     state = AuraState(
@@ -127,7 +127,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         hitl_timeout_seconds=settings.hitl_timeout_seconds,
     )
     register_stream_routes(app, services, state.authenticator)
-    register_hitl_routes(app, store, state.authenticator)
+    register_hitl_routes(app, store, state.authenticator, audit_roles=settings.audit_roles)
     install_openapi(app)
     return app
 

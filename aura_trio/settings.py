@@ -49,7 +49,12 @@ class Settings:
     worker_ttl_seconds: int = 15
     keep_alive_seconds: float = 5.0
     redis_timeout_seconds: float = 3.0
-    redis_max_connections: int = 16
+    # Command connections per process, whatever the number of sessions (plus one
+    # for the subscriber): each is pipelined and shared by every caller.
+    redis_connections: int = 2
+    # Roles that may read the audit log; its length per tenant (approximate cap).
+    audit_roles: tuple[str, ...] = ("ADMIN",)
+    audit_max_len: int = 10_000
     listen_backlog: int = 2048
 
     @classmethod
@@ -102,6 +107,11 @@ class Settings:
             "worker_ttl_seconds": reader.integer(
                 "AURA_WORKER_TTL_SECONDS", d.worker_ttl_seconds, minimum=1
             ),
+            "redis_connections": reader.integer(
+                "AURA_REDIS_CONNECTIONS", d.redis_connections, minimum=1
+            ),
+            "audit_roles": reader.names("AURA_AUDIT_ROLES", d.audit_roles),
+            "audit_max_len": reader.integer("AURA_AUDIT_MAX_LEN", d.audit_max_len, minimum=1),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -158,6 +168,13 @@ class _Reader:
         if value < 0 or (positive and value == 0) or value != value:
             raise ConfigError(f"{name}={raw} must be {'> 0' if positive else '>= 0'}")
         return value
+
+    def names(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list; empty items dropped."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

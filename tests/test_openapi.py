@@ -31,6 +31,8 @@ async def test_openapi_documents_every_route(aura):
         ("/aura/hitl/reject/{request_id}", "post"),
         ("/aura/hitl/requests/{request_id}", "get"),
         ("/aura/hitl/signals/{session_id}", "get"),
+        ("/aura/hitl/pending", "get"),
+        ("/aura/hitl/audit", "get"),
     }
     stream = doc["paths"]["/aura/test/stream"]
     assert "text/event-stream" in stream["get"]["responses"]["200"]["content"]
@@ -74,7 +76,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis
         )  # fmt: skip
         assert server.process.poll() is None, "the server died under fuzzing"
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "Tested: 8" in result.stdout
+    assert "Tested: 10" in result.stdout
     errors = [e for e in server.logs() if e.get("level") == "ERROR"]
     assert not errors, errors
 

@@ -67,7 +67,7 @@ def test_sse_parser_splits_frames_across_chunks():
                 "userId": "x",
                 "extra": [1],
             },
-            hitl.Signal("r", "approved"),
+            hitl.Signal("r", "approved", user_id="x"),
         ),
         ({"type": "approval", "requestId": "r", "status": "rejected"}, None),
         ({"type": "rejection", "requestId": "r", "status": "approved"}, None),

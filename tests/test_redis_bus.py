@@ -1,19 +1,22 @@
-"""The bus against a real Redis: read-modify-swap in one step, and what a local
-subscriber receives when this process announces a message itself.
+"""The bus and the HITL store against a real Redis: a transition is one atomic step,
+and what a local subscriber receives when this process announces a message itself.
 
-Loopback only, the session's redis-server, a `trio.fail_after` bound per test.
+Loopback only, the session's redis-server, a `trio.fail_after` bound per test (the
+default of conftest's hook).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import trio
 
-from aura_trio.bus.redis_bus import Message, RedisBus, Swap
+from aura_trio.bus.redis_bus import RedisBus
 from aura_trio.hitl import records as hitl
+from aura_trio.hitl.store import Caller, HitlStore
 
 
 @pytest.fixture
@@ -27,68 +30,64 @@ async def bus(redis_server, raw_redis: redis.Redis) -> AsyncIterator[RedisBus]:
         nursery.cancel_scope.cancel()
 
 
-def queued(subscription) -> list[Message]:
-    messages = []
-    while True:
-        try:
-            messages.append(subscription.receive.receive_nowait())
-        except trio.WouldBlock:
-            return messages
+def store_of(bus: RedisBus) -> HitlStore:
+    return HitlStore(bus, request_ttl=600, session_ttl=600, signal_ttl=60)
 
 
-async def test_own_announcement_reaches_the_local_subscriber_at_once_and_is_marked(
+def new_request(request_id: str = "req_1", session_id: str = "s1") -> hitl.HitlRequest:
+    return hitl.HitlRequest(
+        request_id=request_id, session_id=session_id, action_type="git_merge", message="m",
+        context={}, status="pending", user_id="alice", tenant_id="t1",
+        created_at=1_700_000_000, expires_at=4_000_000_000, args={"strategy": "merge"},
+    )  # fmt: skip
+
+
+async def test_own_decision_reaches_the_local_subscriber_at_once_and_is_marked(
     bus: RedisBus, raw_redis: redis.Redis
 ):
-    raw_redis.set("k", b"pending")
+    store = store_of(bus)
+    await store.open_request(new_request())
     with bus.subscribe("s1") as subscription:
-        result = await bus.update(
-            "k", lambda raw: Swap(b"approved", result=raw, announce=("s1", b"signal", 60)),
-            attempts=3,
-        )  # fmt: skip
-        assert result == b"pending"
-        # Already queued when the call returns (the published copy, which travels
-        # through the subscriber thread, may or may not be there yet).
-        messages = queued(subscription)
-        assert Message(b"signal", announced_here=True) in messages
-        if Message(b"signal") not in messages:
+        decided = await store.decide("req_1", Caller("t1", "bob"), "approved")
+        assert decided.status == "approved" and decided.decided_by == "bob"
+        # The local copy is queued before decide returns (the published one may
+        # already be there too: the subscriber task can read it first).
+        messages = []
+        while len(messages) < 2:
             with trio.fail_after(5):
-                assert await subscription.receive.receive() == Message(b"signal")
-        assert raw_redis.get("k") == b"approved"
-        assert raw_redis.get("hitl:signal:s1") == b"signal"
+                messages.append(await subscription.receive.receive())
+        assert sorted(m.announced_here for m in messages) == [False, True]
+        first = messages[0]
+        assert messages[1].payload == first.payload
+        assert json.loads(first.payload)["requestId"] == "req_1"
+    stored = json.loads(raw_redis.get("hitl:request:req_1"))
+    assert stored["status"] == "approved" and stored["via"] == "api"
+    assert raw_redis.get("hitl:signal:s1") == first.payload
 
 
-async def test_a_swap_retries_when_the_value_changed_under_it(
+async def test_a_settle_follows_the_decision_stored_first(bus: RedisBus, raw_redis: redis.Redis):
+    store = store_of(bus)
+    await store.open_request(new_request())
+    await store.decide("req_1", Caller("t1", "bob"), "rejected", reason="no")
+    settled = await store.settle("req_1", "timeout", via="timeout")
+    assert settled is not None and settled.status == "rejected" and settled.reason == "no"
+    assert await store.settle("req_missing", "cancelled", via="disconnect") is None
+    assert json.loads(raw_redis.get("hitl:request:req_1"))["status"] == "rejected"
+
+
+async def test_a_transition_loses_to_a_writer_that_got_in_between(
     bus: RedisBus, raw_redis: redis.Redis
 ):
-    raw_redis.set("k", b"1", ex=100)
-    seen: list[bytes | None] = []
-
-    def increment(raw: bytes | None) -> Swap:
-        seen.append(raw)
-        if len(seen) == 1:
-            raw_redis.set("k", b"5", keepttl=True)  # another writer gets in between
-        assert raw is not None
-        return Swap(str(int(raw) + 1).encode(), result=len(seen))
-
-    with bus.subscribe("s2") as subscription:
-        assert await bus.update("k", increment, attempts=3) == 2
-        assert queued(subscription) == []  # nothing announced
-    assert seen == [b"1", b"5"]
-    assert raw_redis.get("k") == b"6"
-    assert 0 < raw_redis.ttl("k") <= 100
-
-
-async def test_keeping_the_value_writes_and_announces_nothing(
-    bus: RedisBus, raw_redis: redis.Redis
-):
-    raw_redis.set("k", b"rejected")
-    with bus.subscribe("s3") as subscription:
-        assert await bus.update("k", lambda raw: Swap(None, result=raw), attempts=3) == b"rejected"
-        assert await bus.update("missing", lambda raw: Swap(None, result=raw), attempts=3) is None
-        with trio.move_on_after(0.3):
-            message = await subscription.receive.receive()
-            raise AssertionError(f"a kept value announced {message}")
-    assert raw_redis.get("k") == b"rejected"
+    store = store_of(bus)
+    await store.open_request(new_request())
+    raw = raw_redis.get("hitl:request:req_1")
+    # Someone else moves the request on between our read and our compare-and-set.
+    moved = json.loads(raw)
+    moved["status"] = "cancelled"
+    raw_redis.set("hitl:request:req_1", json.dumps(moved), keepttl=True)
+    settled = await store.settle("req_1", "timeout", via="timeout")
+    assert settled is not None and settled.status == "cancelled"
+    assert 0 < raw_redis.ttl("hitl:request:req_1") <= 600
 
 
 async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: redis.Redis):
@@ -101,10 +100,10 @@ async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: 
     bus = RedisBus(url, channel_prefix=hitl.CHANNEL_PREFIX, stored_prefix=hitl.SIGNAL_PREFIX)
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
-        async with trio.open_nursery() as commands:  # several at once: several pool connections
+        async with trio.open_nursery() as commands:
             for n in range(8):
-                commands.start_soon(bus.get, f"k{n}")
-        assert ours() >= 2  # the subscriber and at least one pooled connection
+                commands.start_soon(bus.commands.execute, "GET", f"k{n}")
+        assert ours() == 3  # the subscriber and the two command connections
         nursery.cancel_scope.cancel()
     with trio.fail_after(5):
         while ours():

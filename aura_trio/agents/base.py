@@ -29,13 +29,21 @@ class AgentContext(Protocol):
         """Send one event to the client; waits while the client is slow to read."""
 
     async def request_approval(
-        self, action_type: str, tool_args: dict[str, Any], message: str, context: dict[str, Any]
-    ) -> None:
-        """Ask a person to approve `action_type`; returns once approved.
+        self,
+        action_type: str,
+        tool_args: dict[str, Any],
+        message: str,
+        context: dict[str, Any],
+        *,
+        editable: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Ask a person to approve `action_type` with `tool_args`; returns the
+        arguments approved once it is: `tool_args`, or a person's edit of them.
 
-        Emits `tool_execution` (pending) and `hitl` after the request is stored. A
-        rejection or a timeout ends the session: this call then never returns (the
-        agent is cancelled).
+        `editable`: a JSON Schema the edited arguments must satisfy (None: they
+        cannot be edited). Emits `tool_execution` (pending) and `hitl` after the
+        request is stored. A rejection or a timeout ends the session: this call
+        then never returns (the agent is unwound).
         """
 
 

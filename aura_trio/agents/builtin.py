@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from ..sessions import events
@@ -14,6 +16,41 @@ _SENSITIVE = (
     ("deploy", ("deploy", "배포")),
 )
 _PROMPT_EXCERPT = 200
+
+# What each action proposes beyond who asked and which step, and what of it a
+# person may edit before approving (a JSON Schema for that part).
+_PROPOSALS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "git_merge": ({"strategy": "merge"}, {"enum": ["merge", "squash", "rebase"]}),
+    "send_email": (
+        {"recipients": ["team@example.com"]},
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+$", "maxLength": 254},
+            "minItems": 1,
+            "maxItems": 20,
+        },
+    ),
+    "deploy": ({"environment": "staging"}, {"enum": ["staging", "production"]}),
+}
+
+
+def proposal(action: str, user_id: str, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arguments the built-in agent proposes for `action`, and the JSON Schema of
+    the edits it accepts (who asked and which step cannot change)."""
+    extra, editable = _PROPOSALS[action]
+    (name,) = extra
+    args = {"requestedBy": user_id, "step": step, **extra}
+    schema = {
+        "type": "object",
+        "properties": {
+            "requestedBy": {"const": user_id},
+            "step": {"const": step},
+            name: editable,
+        },
+        "required": ["requestedBy", "step", name],
+        "additionalProperties": False,
+    }
+    return args, schema
 
 
 def sensitive_actions(prompt: str) -> list[str]:
@@ -53,15 +90,17 @@ class BuiltinAgent:
             ),
         )
         for number, action in enumerate(actions, start=1):
-            args = {"requestedBy": ctx.user_id, "step": number}
-            await ctx.request_approval(
+            proposed, editable = proposal(action, ctx.user_id, number)
+            approved = await ctx.request_approval(
                 action,
-                args,
+                proposed,
                 f"{action} 실행을 승인하시겠습니까?",
                 {"prompt": prompt[:_PROMPT_EXCERPT], "threadId": ctx.request.thread_id},
+                editable=editable,
             )
+            # The tool runs with what the person approved (maybe their edit).
             await self._emit(
-                ctx, events.tool_execution(action, args, "success", result={"approved": True})
+                ctx, events.tool_execution(action, approved, "success", result={"approved": True})
             )
         await self._emit(ctx, events.plan_step_update("step-1", "completed", 1.0))
         for word in prompt.split():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from quart import Quart, Response
-from quart_schema import document_request, document_response
+from quart import Quart, Response, request
+from quart_schema import document_querystring, document_request, document_response
 
 from ..auth import Authenticator, Principal
 from ..errors import ForbiddenError
@@ -11,10 +11,13 @@ from ..hitl import records as hitl
 from ..hitl.store import Caller, HitlStore
 from .envelope import envelope_success, json_response
 from .models import (
-    DecisionBody,
+    ApproveBody,
     DecisionResult,
     HitlRequestRecord,
     HitlSignalRecord,
+    Page,
+    PageQuery,
+    RejectBody,
     Success,
     parse,
 )
@@ -22,23 +25,42 @@ from .openapi import documented
 from .requests import authenticated, check_path_id, read_json
 
 
-def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authenticator) -> None:
+def register_hitl_routes(
+    app: Quart,
+    store: HitlStore,
+    authenticator: Authenticator,
+    *,
+    audit_roles: tuple[str, ...],
+) -> None:
     auth = authenticated(authenticator)
 
     async def decide(principal: Principal, request_id: str, decision: hitl.Decision) -> Response:
         check_path_id(request_id, "requestId")
-        body = parse(DecisionBody, await read_json(required=False) or {})
-        if body.userId is not None and body.userId != principal.user_id:
+        raw = await read_json(required=False) or {}
+        if decision == hitl.APPROVED:
+            approve = parse(ApproveBody, raw)
+            user_id, reason, args = approve.userId, None, approve.args
+        else:
+            reject = parse(RejectBody, raw)
+            user_id, reason, args = reject.userId, reject.reason or hitl.DEFAULT_REJECT_REASON, None
+        if user_id is not None and user_id != principal.user_id:
             raise ForbiddenError("userId does not match the token's subject")
-        reason = (body.reason or hitl.DEFAULT_REJECT_REASON) if decision == hitl.REJECTED else None
-        decided = await store.decide(request_id, _caller(principal), decision, reason=reason)
-        data = {"requestId": request_id, "sessionId": decided.session_id, "status": decision}
+        decided = await store.decide(
+            request_id, _caller(principal), decision, reason=reason, args=args
+        )
+        data: dict[str, object] = {
+            "requestId": request_id,
+            "sessionId": decided.session_id,
+            "status": decision,
+        }
         if reason is not None:
             data["reason"] = reason
+        if decided.proposed_args is not None:
+            data["args"] = decided.args
         return json_response(envelope_success(data, f"HITL request {decision}"))
 
     @app.post("/aura/hitl/approve/<request_id>")
-    @document_request(DecisionBody)
+    @document_request(ApproveBody)
     @document_response(Success[DecisionResult], 200)
     @documented(400, 404, 409, 413, 503)
     @auth
@@ -47,7 +69,7 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
         return await decide(principal, request_id, hitl.APPROVED)
 
     @app.post("/aura/hitl/reject/<request_id>")
-    @document_request(DecisionBody)
+    @document_request(RejectBody)
     @document_response(Success[DecisionResult], 200)
     @documented(400, 404, 409, 413, 503)
     @auth
@@ -65,6 +87,32 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
         found = await store.read_request(request_id, _caller(principal))
         return json_response(envelope_success(found.to_json(), "HITL request"))
 
+    @app.get("/aura/hitl/pending")
+    @document_querystring(PageQuery)
+    @document_response(Success[Page], 200)
+    @documented(400, 503)
+    @auth
+    async def pending(principal: Principal) -> Response:
+        """The caller's tenant's pending requests, newest first (`limit`, `cursor`)."""
+        query = parse(PageQuery, _page_args(default_limit=50))
+        page = await store.pending(_caller(principal), limit=query.limit, cursor=query.cursor)
+        data = {"items": page.items, "nextCursor": page.next_cursor}
+        return json_response(envelope_success(data, "pending HITL requests"))
+
+    @app.get("/aura/hitl/audit")
+    @document_querystring(PageQuery)
+    @document_response(Success[Page], 200)
+    @documented(400, 503)
+    @auth
+    async def audit(principal: Principal) -> Response:
+        """Every transition of the tenant's requests, oldest first; for audit roles."""
+        if principal.role not in audit_roles:
+            raise ForbiddenError("reading the audit log needs one of the audit roles")
+        query = parse(PageQuery, _page_args(default_limit=100))
+        page = await store.audit(_caller(principal), limit=query.limit, cursor=query.cursor)
+        data = {"items": page.items, "nextCursor": page.next_cursor}
+        return json_response(envelope_success(data, "HITL audit log"))
+
     @app.get("/aura/hitl/signals/<session_id>")
     @document_response(Success[HitlSignalRecord], 200)
     @documented(400, 404, 503)
@@ -74,6 +122,14 @@ def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authentica
         check_path_id(session_id, "sessionId")
         signal = await store.read_signal(session_id, _caller(principal))
         return json_response(envelope_success(signal, "HITL signal"))
+
+
+def _page_args(*, default_limit: int) -> dict[str, object]:
+    raw_limit = request.args.get("limit")
+    limit: object = default_limit
+    if raw_limit is not None:
+        limit = int(raw_limit) if raw_limit.isascii() and raw_limit.isdigit() else raw_limit
+    return {"limit": limit, "cursor": request.args.get("cursor")}
 
 
 def _caller(principal: Principal) -> Caller:

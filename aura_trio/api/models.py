@@ -36,11 +36,33 @@ class StreamBody(BaseModel):
     thread_id: StrictStr | None = None
 
 
-class DecisionBody(BaseModel):
-    """Optional body of approve / reject; `userId` must be the caller's own."""
+class ApproveBody(BaseModel):
+    """Optional body of approve; `userId` must be the caller's own."""
+
+    userId: StrictStr | None = None
+    args: dict[str, Any] | None = Field(
+        default=None,
+        description="the arguments approved instead of the proposed ones (when editable)",
+    )
+
+
+class RejectBody(BaseModel):
+    """Optional body of reject; `userId` must be the caller's own."""
 
     userId: StrictStr | None = None
     reason: StrictStr | None = Field(default=None, max_length=MAX_REASON_CHARS)
+
+
+class PageQuery(BaseModel):
+    """`limit` and `cursor` of a paged list."""
+
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    nextCursor: str | None
 
 
 class EventStream(BaseModel):

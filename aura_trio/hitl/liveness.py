@@ -65,28 +65,36 @@ class Liveness:
     async def say_goodbye(self) -> None:
         """On a clean stop: drop this worker's heartbeat, so others sweep what is left."""
         try:
-            await self._bus.delete(heartbeat_key(self.worker_id))
+            await self._bus.commands.execute("DEL", heartbeat_key(self.worker_id))
         except StoreUnavailable as error:
             log.warning("could not remove the worker heartbeat: %s", error)
 
     async def _beat(self) -> None:
-        await self._bus.set(heartbeat_key(self.worker_id), b"alive", self._ttl)
-        await self._bus.add_member(WORKERS_KEY, self.worker_id)
+        await self._bus.commands.transaction(
+            [
+                ("SET", heartbeat_key(self.worker_id), b"alive", "EX", self._ttl),
+                ("SADD", WORKERS_KEY, self.worker_id),
+            ]
+        )
         await self._store.flush_disowned()
 
     async def sweep(self) -> int:
         """Cancel the pending requests of every dead worker; returns how many."""
+        commands = self._bus.commands
         swept = 0
-        for worker in await self._bus.members(WORKERS_KEY):
-            if worker == self.worker_id or await self._bus.exists(heartbeat_key(worker)):
+        for raw_worker in await commands.execute("SMEMBERS", WORKERS_KEY):
+            worker = raw_worker.decode("utf-8", "replace")
+            if worker == self.worker_id or await commands.execute("EXISTS", heartbeat_key(worker)):
                 continue
             owned = requests_key(worker)
             cancelled = 0
-            for request_id in await self._bus.members(owned):
-                if await self._store.settle(request_id, hitl.CANCELLED) == hitl.CANCELLED:
+            for raw_id in await commands.execute("SMEMBERS", owned):
+                settled = await self._store.settle(
+                    raw_id.decode("utf-8", "replace"), hitl.CANCELLED, via="worker_lost"
+                )
+                if settled is not None and settled.status == hitl.CANCELLED:
                     cancelled += 1
-            await self._bus.delete(owned)
-            await self._bus.remove_members(WORKERS_KEY, [worker])
+            await commands.transaction([("DEL", owned), ("SREM", WORKERS_KEY, worker)])
             if cancelled:
                 log.warning(
                     "cancelled %d pending HITL requests of dead worker %s", cancelled, worker

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from ..bus.redis_bus import Subscription
+from ..bus.topics import Subscription
 from ..errors import StoreUnavailable
 from . import records as hitl
 from .store import HitlStore
@@ -18,6 +20,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Approved:
     request_id: str
+    # The arguments approved: the proposed ones, or a person's edit of them.
+    args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +63,19 @@ class SignalWaiter:
 
     Args:
         subscription: the session's subscription, registered before any request exists.
+        on_lag: called with how long each message waited in the inbox for this task.
     """
 
-    def __init__(self, subscription: Subscription, store: HitlStore) -> None:
+    def __init__(
+        self,
+        subscription: Subscription,
+        store: HitlStore,
+        *,
+        on_lag: Callable[[float], object] | None = None,
+    ) -> None:
         self._subscription = subscription
         self._store = store
+        self._on_lag = on_lag
         self._awaited: _Awaited | None = None
 
     def expect(self, request_id: str) -> None:
@@ -85,14 +97,13 @@ class SignalWaiter:
         if awaited.outcome is not None:
             return awaited.outcome
         try:
-            stored = await self._store.settle(request_id, hitl.TIMEOUT)
+            stored = await self._store.settle(request_id, hitl.TIMEOUT, via="timeout")
         except StoreUnavailable as error:
             log.warning("could not mark a HITL request timed out: %s", error)
-            stored = hitl.TIMEOUT
-        if stored == hitl.APPROVED:
-            return Approved(request_id)
-        if stored == hitl.REJECTED:
-            return Rejected(request_id, hitl.DEFAULT_REJECT_REASON)
+            stored = None
+        if stored is not None and stored.status in (hitl.APPROVED, hitl.REJECTED):
+            # A decision was stored just before the deadline: it is not lost.
+            return _outcome_of(stored)
         return TimedOut(request_id)
 
     def abandon(self) -> str | None:
@@ -108,6 +119,8 @@ class SignalWaiter:
     async def run(self) -> None:
         """Handle this session's signals until cancelled."""
         async for message in self._subscription.receive:
+            if self._on_lag is not None:
+                self._on_lag(trio.current_time() - message.received_at)
             signal = hitl.parse_signal(message.payload)
             if signal is None:
                 log.warning(
@@ -119,19 +132,26 @@ class SignalWaiter:
             if awaited is None or signal.request_id != awaited.request_id:
                 continue
             if message.announced_here:
-                awaited.set(_outcome(signal.request_id, signal.decision, signal.reason))
+                # Stored in the same atomic step that published it: applied as it is.
+                awaited.set(_outcome_of_signal(signal))
                 continue
-            stored = await self._settle(signal)
-            if stored == hitl.APPROVED or stored == hitl.REJECTED:
-                reason = signal.reason if stored == signal.decision else None
-                awaited.set(_outcome(signal.request_id, stored, reason))
-            # timeout / cancelled: the session is already ending on that path.
+            outcome = await self._settle(signal)
+            if outcome is not None:
+                awaited.set(outcome)
 
-    async def _settle(self, signal: hitl.Signal) -> hitl.Status | None:
-        """The status the signal's request ends up in; the signal's own when Redis
-        cannot say (the request is gone, or Redis is unreachable)."""
+    async def _settle(self, signal: hitl.Signal) -> Approved | Rejected | None:
+        """Settle the signal's decision in Redis; the stored decision wins. The
+        signal's own when Redis cannot say (the request is gone, or Redis is
+        unreachable); None when the request already timed out or was cancelled
+        (the session is ending on that path)."""
         try:
-            stored = await self._store.settle(signal.request_id, signal.decision)
+            stored = await self._store.settle(
+                signal.request_id,
+                signal.decision,
+                via="signal",
+                by=signal.user_id,
+                reason=signal.reason,
+            )
         except StoreUnavailable as error:
             log.warning(
                 "could not settle a decision in Redis; following the signal: %s",
@@ -139,10 +159,20 @@ class SignalWaiter:
                 extra={"requestId": signal.request_id},
             )
             stored = None
-        return signal.decision if stored is None else stored
+        if stored is None:
+            return _outcome_of_signal(signal)
+        if stored.status in (hitl.APPROVED, hitl.REJECTED):
+            return _outcome_of(stored)
+        return None
 
 
-def _outcome(request_id: str, decision: hitl.Decision, reason: str | None) -> Approved | Rejected:
-    if decision == hitl.APPROVED:
-        return Approved(request_id)
-    return Rejected(request_id, reason or hitl.DEFAULT_REJECT_REASON)
+def _outcome_of(request: hitl.HitlRequest) -> Approved | Rejected:
+    if request.status == hitl.APPROVED:
+        return Approved(request.request_id, request.args)
+    return Rejected(request.request_id, request.reason or hitl.DEFAULT_REJECT_REASON)
+
+
+def _outcome_of_signal(signal: hitl.Signal) -> Approved | Rejected:
+    if signal.decision == hitl.APPROVED:
+        return Approved(signal.request_id, signal.args)
+    return Rejected(signal.request_id, signal.reason or hitl.DEFAULT_REJECT_REASON)

@@ -30,6 +30,7 @@ from ..auth import Principal
 from ..bus.redis_bus import RedisBus
 from ..errors import StoreUnavailable
 from ..hitl import records as hitl
+from ..hitl.edits import check_schema
 from ..hitl.records import HitlRequest
 from ..hitl.store import HitlStore
 from ..hitl.waiter import Approved, Rejected, SignalWaiter, TimedOut
@@ -147,7 +148,9 @@ class Session(Generic[Frame]):
 
     async def _run_tasks(self) -> None:
         with self._services.bus.subscribe(self.session_id) as subscription:
-            self._waiter = SignalWaiter(subscription, self._store)
+            self._waiter = SignalWaiter(
+                subscription, self._store, on_lag=self._metrics.subscriber_lag.observe
+            )
             try:
                 with self._scope:
                     async with trio.open_nursery() as nursery:
@@ -190,15 +193,21 @@ class Session(Generic[Frame]):
         )
         try:
             pending = self._waiter.abandon() if self._waiter else None
-            if pending is not None and (
-                await self._store.settle(pending, hitl.CANCELLED) == hitl.CANCELLED
-            ):
-                self._decided(pending, hitl.CANCELLED)
+            if pending is not None:
+                settled = await self._store.settle(pending, hitl.CANCELLED, via=self._cancel_via())
+                if settled is not None and settled.status == hitl.CANCELLED:
+                    self._decided(pending, hitl.CANCELLED)
             self._store.disown(self._opened)
         except StoreUnavailable as error:
             log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:
             self.closed.set()
+
+    def _cancel_via(self) -> hitl.Via:
+        """Why a request still pending at cleanup is cancelled."""
+        if self.ending is None:
+            return "disconnect"
+        return "shutdown" if self.ending.kind == "shutdown" else "cancel"
 
     def _decided(self, request_id: str, kind: str) -> None:
         self._metrics.decisions.labels(kind).inc()
@@ -232,10 +241,12 @@ class Session(Generic[Frame]):
         tool_args: dict[str, Any],
         message: str,
         context: dict[str, Any],
-    ) -> None:
+        *,
+        editable: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         waiter = self._waiter
         assert waiter is not None, "only the agent task asks for approval"
-        request = self._new_request(action_type, message, context)
+        request = self._new_request(action_type, tool_args, message, context, editable)
         waiter.expect(request.request_id)
         self._asked_at = trio.current_time()
         self._opened.append(request.request_id)
@@ -252,8 +263,9 @@ class Session(Generic[Frame]):
         log.info("HITL request asked", extra={**self._log, "requestId": request.request_id})
         deadline = trio.current_time() + self._services.hitl_timeout_seconds
         match await waiter.decision(request.request_id, deadline=deadline):
-            case Approved():
+            case Approved(args=approved_args):
                 self._decided(request.request_id, hitl.APPROVED)
+                return tool_args if approved_args is None else approved_args
             case Rejected(reason=reason):
                 self._decided(request.request_id, hitl.REJECTED)
                 raise _Ended(endings.rejected(reason))
@@ -261,7 +273,14 @@ class Session(Generic[Frame]):
                 self._decided(request.request_id, hitl.TIMEOUT)
                 raise _Ended(endings.timed_out(request.request_id))
 
-    def _new_request(self, action_type: str, message: str, context: dict[str, Any]) -> HitlRequest:
+    def _new_request(
+        self,
+        action_type: str,
+        tool_args: dict[str, Any],
+        message: str,
+        context: dict[str, Any],
+        editable: dict[str, Any] | None,
+    ) -> HitlRequest:
         created_at = events.now()
         return HitlRequest(
             request_id=new_request_id(),
@@ -274,6 +293,8 @@ class Session(Generic[Frame]):
             tenant_id=self.tenant_id,
             created_at=created_at,
             expires_at=created_at + math.ceil(self._services.hitl_timeout_seconds),
+            args=tool_args,
+            editable_args=None if editable is None else check_schema(editable),
         )
 
 

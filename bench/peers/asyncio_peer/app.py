@@ -128,6 +128,14 @@ class ApiError(Exception):
         return JSONResponse(body, self.status, headers=self.headers)
 
 
+# What aura's built-in agent proposes per action (the part a person may edit).
+_PROPOSED: dict[str, dict[str, Any]] = {
+    "git_merge": {"strategy": "merge"},
+    "send_email": {"recipients": ["team@example.com"]},
+    "deploy": {"environment": "staging"},
+}
+
+
 def _tool(name: str, args: dict[str, Any], status: str, *, result: Any = None,
           requires_approval: bool = False) -> Event:  # fmt: skip
     return "tool_execution", {
@@ -325,7 +333,7 @@ class Session:
         await self.step(_tool("analyze_request", {"promptLength": len(prompt)}, "success",
                               result={"sensitiveActions": actions}))  # fmt: skip
         for number, action in enumerate(actions, start=1):
-            args = {"requestedBy": self.user_id, "step": number}
+            args = {"requestedBy": self.user_id, "step": number, **_PROPOSED[action]}
             context = {"prompt": prompt[:200], "threadId": self.thread_id}
             ending = await self.request_approval(
                 action, args, f"{action} 실행을 승인하시겠습니까?", context

@@ -1,0 +1,34 @@
+"""Edited arguments: what a person may change before approving, as a JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from ..errors import ValidationError
+
+
+def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, if it is a valid JSON Schema (draft 2020-12); else ValueError."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as error:
+        raise ValueError(
+            f"not a valid JSON Schema for editable arguments: {error.message}"
+        ) from None
+    return schema
+
+
+def check_edited_args(schema: dict[str, Any] | None, args: dict[str, Any]) -> None:
+    """Raise :class:`ValidationError` unless `args` are an allowed edit.
+
+    None: the agent declared nothing editable for this action.
+    """
+    if schema is None:
+        raise ValidationError("the arguments of this action cannot be edited")
+    errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "args"
+        raise ValidationError(f"edited arguments refused: {where}: {errors[0].message}")
