@@ -330,3 +330,18 @@ def test_urls_become_addresses_by_redis_py_rules() -> None:
     ):
         with pytest.raises(ValueError):  # noqa: PT011
             parse_redis_url(bad)
+
+
+async def test_what_the_body_raises_leaves_as_itself(redis_server: RedisServer) -> None:
+    with pytest.raises(KeyError) as raised:
+        async with open_redis_client(redis_server.url) as client:
+            await client.execute("PING")
+            try:
+                raise ValueError("the cause")
+            except ValueError as cause:
+                raise KeyError("from the body") from cause
+    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(KeyError):
+        async with open_redis_client(redis_server.url) as client, client.dedicated() as own:
+            await own.execute("PING")
+            raise KeyError("from the body")

@@ -9,7 +9,9 @@
 Each of the `connections` (default 2) is kept open by a task of the client's
 nursery, which reconnects with backoff (50 ms doubling to 2 s; at once after a
 connection that had been up for a second) and asks the locator for the address at
-every attempt. A call goes to the open connection with the fewest outstanding
+every attempt. A call joins a write being gathered on an open connection (the
+callers of one scheduler pass share one write and one read: the CPU per command
+drops with their number), else goes to the one with the fewest outstanding
 commands. While none is open and the last attempt failed, calls fail at once with
 :class:`TransportError`; only before the first attempt has finished do they wait.
 
@@ -42,7 +44,7 @@ from aura_trio.errors import StoreUnavailable
 
 from .address import AddressLike, Locator, as_locator
 from .connection import Arg, Backoff, Connection, Stats, dial_located, pack, serving
-from .errors import NoScriptError, ReplyError, TransportError, specific
+from .errors import NoScriptError, ReplyError, TransportError, specific, unwrapped
 
 _MULTI = pack(("MULTI",))
 _EXEC = pack(("EXEC",))
@@ -172,10 +174,15 @@ class RedisClient:
         return await connection.call(packed, expected)
 
     def _pick(self) -> Connection | None:
+        # A write gathering commands takes this one too: the callers of one scheduler
+        # pass share one write and one read. Else the least busy connection.
         best = None
         for connection in self._live:
-            if connection.error is None and (best is None or connection.pending < best.pending):
-                best = connection
+            if connection.error is None:
+                if connection.gathering:
+                    return connection
+                if best is None or connection.pending < best.pending:
+                    best = connection
         return best
 
     async def _wait_for_connection(self) -> Connection:
@@ -277,11 +284,12 @@ async def open_redis_client(
     client = RedisClient(
         as_locator(address), timeout=timeout, connect_timeout=connect_timeout or timeout
     )
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(client._keep_connected)
-        try:
-            yield client
-        finally:
-            client._close()
-            nursery.cancel_scope.cancel()
+    with unwrapped():
+        async with trio.open_nursery() as nursery:
+            for _ in range(connections):
+                nursery.start_soon(client._keep_connected)
+            try:
+                yield client
+            finally:
+                client._close()
+                nursery.cancel_scope.cancel()

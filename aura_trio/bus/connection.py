@@ -35,7 +35,7 @@ import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 from .address import Locator, RedisAddress
-from .errors import ReplyError, TransportError
+from .errors import ReplyError, TransportError, unwrapped
 
 Arg = bytes | str | int | float
 RECEIVE_SIZE = 65536
@@ -132,6 +132,7 @@ class Connection:
         self._unsent: list[_Slot] = []
         self._inflight: deque[_Slot] = deque()
         self._parked_writer: Task | None = None
+        self._sending = False
         self._scope = trio.CancelScope()
 
     @property
@@ -140,8 +141,10 @@ class Connection:
         return len(self._unsent) + len(self._inflight)
 
     @property
-    def broken(self) -> bool:
-        return self.error is not None
+    def gathering(self) -> bool:
+        """Commands are queued for a write that has not started: joining them costs
+        no write of its own."""
+        return bool(self._unsent) and not self._sending
 
     async def call(self, packed: bytes, expected: int = 1) -> Any:
         """Send `packed` (holding `expected` commands) and return its reply.
@@ -239,7 +242,9 @@ class Connection:
                     chunks.append(slot.packed)
             if chunks:
                 stats.writes += 1
+                self._sending = True
                 await send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self._sending = False
 
     async def _park_writer(self) -> None:
         self._parked_writer = current_task()
@@ -385,12 +390,13 @@ async def _open_session(stream: trio.abc.Stream, address: RedisAddress) -> hired
 @asynccontextmanager
 async def serving(connection: Connection) -> AsyncIterator[Connection]:
     """Serve `connection` in a nursery of its own; close it on leaving."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.serve)
-        try:
-            yield connection
-        finally:
-            connection.close(f"connection to {connection.where} closed by its owner")
+    with unwrapped():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.serve)
+            try:
+                yield connection
+            finally:
+                connection.close(f"connection to {connection.where} closed by its owner")
 
 
 @asynccontextmanager
