@@ -345,3 +345,25 @@ async def test_what_the_body_raises_leaves_as_itself(redis_server: RedisServer) 
         async with open_redis_client(redis_server.url) as client, client.dedicated() as own:
             await own.execute("PING")
             raise KeyError("from the body")
+
+
+async def test_reconnect_fails_waiting_callers_and_opens_the_connections_again(
+    redis: RedisClient,
+) -> None:
+    await redis.execute("PING")
+    connects = redis.stats.connects
+    failures: list[str] = []
+
+    async def waiting() -> None:
+        try:
+            await hold(redis, 0.2)
+        except TransportError as error:
+            failures.append(str(error))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiting)
+        await trio.sleep(0.05)
+        redis.reconnect("told to: a replica")
+    assert failures == ["told to: a replica"]
+    await eventually(lambda: redis.stats.connects == connects + 2)
+    assert await redis.execute("ECHO", "again") == b"again"

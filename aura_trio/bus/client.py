@@ -157,8 +157,11 @@ class RedisClient:
             yield Dedicated(connection)
 
     def reconnect(self, reason: str) -> None:
-        """Close every open connection (callers on them fail with `reason`); each is
-        opened again at once, on the address the locator then gives."""
+        """Close every open connection: callers waiting on them fail with
+        TransportError(`reason`), and each is opened again on the address the
+        locator then gives (at once if it had been up a second, else after the
+        backoff). For a caller that learnt the address is stale, e.g. from a
+        ReadOnlyError: the connection is on a replica."""
         for connection in list(self._live):
             connection.close(reason)
 
