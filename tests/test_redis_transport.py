@@ -333,18 +333,24 @@ def test_urls_become_addresses_by_redis_py_rules() -> None:
 
 
 async def test_what_the_body_raises_leaves_as_itself(redis_server: RedisServer) -> None:
-    with pytest.raises(KeyError) as raised:
+    async def client_body() -> None:
         async with open_redis_client(redis_server.url) as client:
             await client.execute("PING")
             try:
                 raise ValueError("the cause")
             except ValueError as cause:
                 raise KeyError("from the body") from cause
-    assert isinstance(raised.value.__cause__, ValueError)
-    with pytest.raises(KeyError):
+
+    async def dedicated_body() -> None:
         async with open_redis_client(redis_server.url) as client, client.dedicated() as own:
             await own.execute("PING")
             raise KeyError("from the body")
+
+    with pytest.raises(KeyError) as raised:
+        await client_body()
+    assert isinstance(raised.value.__cause__, ValueError)
+    with pytest.raises(KeyError):
+        await dedicated_body()
 
 
 async def test_reconnect_fails_waiting_callers_and_opens_the_connections_again(
