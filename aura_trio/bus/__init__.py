@@ -1,1 +1,1 @@
-"""Redis from Trio without threads: the only package that imports `redis` or `hiredis`."""
+"""Redis from Trio without threads; meant to be the only package importing `redis`, `hiredis`."""

@@ -29,6 +29,13 @@ TransportError after its command was written cannot know whether it took effect.
 
 Replies come as hiredis gives them: bytes, int, None, lists; error replies are
 raised as :class:`ReplyError` (:class:`ReadOnlyError` for `READONLY`).
+
+The connections are shared: commands must be one request, one reply, and leave
+the connection as they found it. Not through :meth:`RedisClient.execute`:
+SUBSCRIBE and MONITOR (use :func:`aura_trio.bus.subscriber.serve_subscriber`),
+SELECT, AUTH, CLIENT REPLY, MULTI/WATCH by hand (use
+:meth:`RedisClient.transaction`), and commands that block (WAIT, BLPOP: use
+:meth:`RedisClient.dedicated`).
 """
 
 from __future__ import annotations
