@@ -50,7 +50,8 @@ import trio
 from aura_trio.errors import StoreUnavailable
 
 from .address import AddressLike, Locator, as_locator
-from .connection import Arg, Backoff, Connection, Stats, dial_located, pack, serving
+from .connection import Connection, Stats, serving
+from .dial import Arg, Backoff, dial_located, pack
 from .errors import NoScriptError, ReplyError, TransportError, specific, unwrapped
 
 _MULTI = pack(("MULTI",))

@@ -19,7 +19,7 @@ import trio
 from aura_trio.errors import StoreUnavailable
 
 from .address import AddressLike, as_locator
-from .connection import BROKEN, MORE, RECEIVE_SIZE, Backoff, describe_error, dial_located, pack
+from .dial import BROKEN, MORE, RECEIVE_SIZE, Backoff, describe_error, dial_located, pack
 from .errors import ReplyError, TransportError, unwrapped
 
 _PING = pack(("PING",))
