@@ -56,7 +56,7 @@ class TLSSettings:
     ca_path: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
     cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
     check_hostname: bool = True
     min_version: ssl.TLSVersion | None = None

@@ -9,7 +9,9 @@
 Each of the `connections` (default 2) is kept open by a task of the client's
 nursery, which reconnects with backoff (50 ms doubling to 2 s; at once after a
 connection that had been up for a second) and asks the locator for the address at
-every attempt. A call goes to the open connection with the fewest outstanding
+every attempt. A call joins a write being gathered on an open connection (the
+callers of one scheduler pass share one write and one read: the CPU per command
+drops with their number), else goes to the one with the fewest outstanding
 commands. While none is open and the last attempt failed, calls fail at once with
 :class:`TransportError`; only before the first attempt has finished do they wait.
 
@@ -27,6 +29,13 @@ TransportError after its command was written cannot know whether it took effect.
 
 Replies come as hiredis gives them: bytes, int, None, lists; error replies are
 raised as :class:`ReplyError` (:class:`ReadOnlyError` for `READONLY`).
+
+The connections are shared: commands must be one request, one reply, and leave
+the connection as they found it. Not through :meth:`RedisClient.execute`:
+SUBSCRIBE and MONITOR (use :func:`aura_trio.bus.subscriber.serve_subscriber`),
+SELECT, AUTH, CLIENT REPLY, MULTI/WATCH by hand (use
+:meth:`RedisClient.transaction`), and commands that block (WAIT, BLPOP: use
+:meth:`RedisClient.dedicated`).
 """
 
 from __future__ import annotations
@@ -41,8 +50,9 @@ import trio
 from aura_trio.errors import StoreUnavailable
 
 from .address import AddressLike, Locator, as_locator
-from .connection import Arg, Backoff, Connection, Stats, dial_located, pack, serving
-from .errors import NoScriptError, ReplyError, TransportError, specific
+from .connection import Connection, Stats, serving
+from .dial import Arg, Backoff, dial_located, pack
+from .errors import NoScriptError, ReplyError, TransportError, specific, unwrapped
 
 _MULTI = pack(("MULTI",))
 _EXEC = pack(("EXEC",))
@@ -155,8 +165,11 @@ class RedisClient:
             yield Dedicated(connection)
 
     def reconnect(self, reason: str) -> None:
-        """Close every open connection (callers on them fail with `reason`); each is
-        opened again at once, on the address the locator then gives."""
+        """Close every open connection: callers waiting on them fail with
+        TransportError(`reason`), and each is opened again on the address the
+        locator then gives (at once if it had been up a second, else after the
+        backoff). For a caller that learnt the address is stale, e.g. from a
+        ReadOnlyError: the connection is on a replica."""
         for connection in list(self._live):
             connection.close(reason)
 
@@ -172,10 +185,15 @@ class RedisClient:
         return await connection.call(packed, expected)
 
     def _pick(self) -> Connection | None:
+        # A write gathering commands takes this one too: the callers of one scheduler
+        # pass share one write and one read. Else the least busy connection.
         best = None
         for connection in self._live:
-            if connection.error is None and (best is None or connection.pending < best.pending):
-                best = connection
+            if connection.error is None:
+                if connection.gathering:
+                    return connection
+                if best is None or connection.pending < best.pending:
+                    best = connection
         return best
 
     async def _wait_for_connection(self) -> Connection:
@@ -277,11 +295,12 @@ async def open_redis_client(
     client = RedisClient(
         as_locator(address), timeout=timeout, connect_timeout=connect_timeout or timeout
     )
-    async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(client._keep_connected)
-        try:
-            yield client
-        finally:
-            client._close()
-            nursery.cancel_scope.cancel()
+    with unwrapped():
+        async with trio.open_nursery() as nursery:
+            for _ in range(connections):
+                nursery.start_soon(client._keep_connected)
+            try:
+                yield client
+            finally:
+                client._close()
+                nursery.cancel_scope.cancel()

@@ -13,16 +13,10 @@ redis-py's CVE-2023-28858/28859): a caller cancelled before its command was
 written withdraws it and it is never sent; once written, its slot stays in the FIFO,
 marked abandoned, and its reply is read and dropped. A written slot is never
 removed before its reply.
-
-:func:`dial` opens the stream (TCP, unix socket, or TLS with `trio.SSLStream`) and
-the session: `AUTH`, `SELECT`, `CLIENT SETNAME` as the address says, then `PING`,
-so a connection counts as up only once the server answered.
 """
 
 from __future__ import annotations
 
-import random
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,32 +28,13 @@ import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from .address import Locator, RedisAddress
-from .errors import ReplyError, TransportError
-
-Arg = bytes | str | int | float
-RECEIVE_SIZE = 65536
-
-# What a broken connection raises somewhere in Trio, the ssl module or hiredis.
-BROKEN = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)
-
-MORE = object()  # what hiredis's gets() returns when no whole reply is buffered yet
+from .address import RedisAddress
+from .dial import BROKEN, MORE, RECEIVE_SIZE, describe_error, dial
+from .errors import TransportError, unwrapped
 
 # Slot states. A QUEUED slot is in `_unsent`; a SENT or DROPPED one in `_inflight`
 # (or DROPPED in `_unsent`: withdrawn, the writer skips it).
 _QUEUED, _SENT, _DONE, _DROPPED = range(4)
-
-
-def new_parser() -> hiredis.Reader:
-    """A RESP reader: bytes stay bytes; error replies become :class:`ReplyError` values;
-    what is not RESP raises :class:`TransportError`."""
-    return hiredis.Reader(protocolError=TransportError, replyError=ReplyError, notEnoughData=MORE)
-
-
-def pack(args: tuple[Arg, ...]) -> bytes:
-    """One command in RESP (hiredis); raises TypeError for an argument of another type."""
-    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]
-    return packed
 
 
 @dataclass(slots=True)
@@ -75,23 +50,6 @@ class Stats:
     connect_failures: int = 0
     drops: int = 0  # open connections that broke or were presumed dead
     overdue: int = 0  # of which presumed dead: the oldest reply was overdue
-
-
-class Backoff:
-    """Delays between reconnect attempts: `first` doubling up to `cap`, a little jittered."""
-
-    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
-        self._first = first
-        self._cap = cap
-        self._delay = first
-
-    def next(self) -> float:
-        delay = self._delay
-        self._delay = min(self._cap, delay * 2)
-        return delay * random.uniform(0.8, 1.0)
-
-    def reset(self) -> None:
-        self._delay = self._first
 
 
 class _Slot:
@@ -132,6 +90,7 @@ class Connection:
         self._unsent: list[_Slot] = []
         self._inflight: deque[_Slot] = deque()
         self._parked_writer: Task | None = None
+        self._sending = False
         self._scope = trio.CancelScope()
 
     @property
@@ -140,8 +99,10 @@ class Connection:
         return len(self._unsent) + len(self._inflight)
 
     @property
-    def broken(self) -> bool:
-        return self.error is not None
+    def gathering(self) -> bool:
+        """Commands are queued for a write that has not started: joining them costs
+        no write of its own."""
+        return bool(self._unsent) and not self._sending
 
     async def call(self, packed: bytes, expected: int = 1) -> Any:
         """Send `packed` (holding `expected` commands) and return its reply.
@@ -239,7 +200,9 @@ class Connection:
                     chunks.append(slot.packed)
             if chunks:
                 stats.writes += 1
+                self._sending = True
                 await send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self._sending = False
 
     async def _park_writer(self) -> None:
         self._parked_writer = current_task()
@@ -293,104 +256,16 @@ class Connection:
             await trio.sleep_until(head.deadline)
 
 
-def describe_error(error: BaseException) -> str:
-    """`Type: message` of a transport failure (a BrokenResourceError's cause, if any)."""
-    cause = error.__cause__ or error.__context__
-    if isinstance(error, trio.BrokenResourceError) and cause is not None:
-        error = cause
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-async def dial(address: RedisAddress) -> tuple[trio.abc.Stream, hiredis.Reader]:
-    """Open a stream to `address` and its session (AUTH, SELECT, CLIENT SETNAME, PING).
-
-    Unbounded: the caller puts it in a cancel scope (a cancelled dial leaves
-    nothing open).
-
-    Raises:
-        TransportError: refused, unreachable, TLS failure, or the server refused
-        AUTH or SELECT (the reply's text is in the message).
-    """
-    where = address.describe()
-    try:
-        stream = await _open_stream(address)
-    except BROKEN as error:
-        raise TransportError(f"cannot connect to {where}: {describe_error(error)}") from None
-    try:
-        return stream, await _open_session(stream, address)
-    except BaseException as error:
-        await trio.aclose_forcefully(stream)
-        if isinstance(error, BROKEN):
-            raise TransportError(f"cannot connect to {where}: {describe_error(error)}") from None
-        raise
-
-
-async def dial_located(locator: Locator) -> tuple[RedisAddress, trio.abc.Stream, hiredis.Reader]:
-    """:func:`dial` the address `locator` gives now; unbounded as well.
-
-    Raises:
-        StoreUnavailable: the locator's failure, or TransportError as for dial.
-    """
-    address = await locator()
-    stream, parser = await dial(address)
-    return address, stream, parser
-
-
-async def _open_stream(address: RedisAddress) -> trio.abc.Stream:
-    if address.path is not None:
-        return await trio.open_unix_socket(address.path)
-    stream = await trio.open_tcp_stream(address.host, address.port)
-    if address.tls is None:
-        return stream
-    try:
-        tls = trio.SSLStream(stream, address.tls.context(), server_hostname=address.host)
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls
-
-
-async def _open_session(stream: trio.abc.Stream, address: RedisAddress) -> hiredis.Reader:
-    commands: list[tuple[Arg, ...]] = []
-    if address.password is not None:
-        if address.username:
-            commands.append(("AUTH", address.username, address.password))
-        else:
-            commands.append(("AUTH", address.password))
-    if address.db:
-        commands.append(("SELECT", address.db))
-    if address.client_name:
-        commands.append(("CLIENT", "SETNAME", address.client_name))
-    commands.append(("PING",))
-    parser = new_parser()
-    await stream.send_all(b"".join(pack(command) for command in commands))
-    replies: list[Any] = []
-    while len(replies) < len(commands):
-        data = await stream.receive_some(RECEIVE_SIZE)
-        if not data:
-            raise TransportError(f"{address.describe()} closed the connection at once")
-        parser.feed(data)  # type: ignore[arg-type]  # any buffer will do
-        while (reply := parser.gets()) is not MORE:
-            replies.append(reply)
-    for command, reply in zip(commands, replies, strict=True):
-        if isinstance(reply, ReplyError):
-            raise TransportError(
-                f"{address.describe()} refused {command[0]!s}"
-                f"{' ' + str(command[1]) if command[0] == 'SELECT' else ''}: {reply.message}"
-            )
-    return parser
-
-
 @asynccontextmanager
 async def serving(connection: Connection) -> AsyncIterator[Connection]:
     """Serve `connection` in a nursery of its own; close it on leaving."""
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(connection.serve)
-        try:
-            yield connection
-        finally:
-            connection.close(f"connection to {connection.where} closed by its owner")
+    with unwrapped():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.serve)
+            try:
+                yield connection
+            finally:
+                connection.close(f"connection to {connection.where} closed by its owner")
 
 
 @asynccontextmanager

@@ -13,9 +13,15 @@
 
 hiredis builds :class:`ReplyError` itself for every error reply (also inside an
 EXEC array); :func:`specific` picks the subclass when it is raised.
+
+:func:`unwrapped` lets what the body of an `open_*` context manager raised out of
+its nursery as itself, not inside an ExceptionGroup.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aura_trio.errors import StoreUnavailable
 
@@ -53,3 +59,21 @@ def specific(error: ReplyError) -> ReplyError:
     if cls is None or type(error) is not ReplyError:
         return error
     return cls(error.message)
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """Around a nursery whose tasks raise nothing but bugs: a lone exception coming
+    out (the body's) leaves as itself, with its own cause and context."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        lone = group.exceptions[0]
+        context, cause, suppress = lone.__context__, lone.__cause__, lone.__suppress_context__
+        try:
+            raise lone  # as itself, its cause and context put back below
+        finally:
+            lone.__context__, lone.__cause__ = context, cause
+            lone.__suppress_context__ = suppress

@@ -19,8 +19,8 @@ import trio
 from aura_trio.errors import StoreUnavailable
 
 from .address import AddressLike, as_locator
-from .connection import BROKEN, MORE, RECEIVE_SIZE, Backoff, describe_error, dial_located, pack
-from .errors import ReplyError, TransportError
+from .dial import BROKEN, MORE, RECEIVE_SIZE, Backoff, describe_error, dial_located, pack
+from .errors import ReplyError, TransportError, unwrapped
 
 _PING = pack(("PING",))
 # A subscription that stayed up this long subscribes again at once when it is lost.
@@ -138,8 +138,9 @@ async def _listen(
             failures.append(f"subscription broke: {describe_error(error)}")
         scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        await guarded(read, nursery.cancel_scope)
+    with unwrapped():  # what a callback raises leaves as itself
+        async with trio.open_nursery() as nursery:
+            await guarded(read, nursery.cancel_scope)
     return failures[0]
 
 
