@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from aura_trio import client
@@ -106,3 +109,37 @@ async def test_log_level_comes_from_the_environment(tmp_path, redis_server, raw_
             await rest_of(stream)
         assert server.stop() == 0
     assert not [e for e in server.logs() if e.get("level") in ("INFO", "DEBUG")]
+
+
+def _os_threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+async def test_a_server_under_load_runs_no_thread_for_redis(tmp_path, redis_server):
+    """Every Redis call is a Trio task on the process's own connections: the server
+    process stays at one thread while 50 sessions wait and are decided."""
+    env = {"REDIS_URL": redis_server.url, "AURA_METRICS": "1"}
+    with run_server(tmp_path, env=env) as server:
+        waiting: list[dict] = []
+
+        async def one(n: int) -> None:
+            headers = auth(f"user{n}")
+            async with client.open_sse(
+                HOST, server.port, stream_target("merge"), headers=headers
+            ) as stream:
+                waiting.append(await until_hitl(stream))
+                await rest_of(stream)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(50):
+                nursery.start_soon(one, n)
+            await eventually(lambda: len(waiting) == 50, within=20)
+            metrics = await client.request(HOST, server.port, "GET", "/metrics")
+            assert _samples(metrics.body.decode())[("aura_threads", ())] == 1
+            assert _os_threads(server.process.pid) == 1
+            for n, hitl in enumerate(waiting):
+                response = await decide_at(server.port, hitl["requestId"], auth(f"user{n}"))
+                assert response.status == 200
+        metrics = await client.request(HOST, server.port, "GET", "/metrics")
+        assert _samples(metrics.body.decode())[("aura_threads", ())] == 1
