@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import logging
 import threading
@@ -61,6 +62,23 @@ def promoted(what: str, top: int = 40) -> dict[str, int]:
     return dict(fresh.most_common(top))
 
 
+def garbage_by_type(top: int = 40) -> dict[str, int]:
+    """What the collector would free now, by type: objects only a reference cycle
+    keeps alive (each finished session should leave none)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}"
+            + (f" {o.__module__}.{o.__qualname__}" if inspect.isfunction(o) else "")
+            for o in gc.garbage
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return dict(found.most_common(top))
+
+
 def memory_diff(what: str, top: int = 40) -> list[str]:
     """`base`: remember a tracemalloc snapshot; `diff` / `files`: what was allocated
     since, by line / by file.
@@ -101,6 +119,8 @@ async def _serve(settings: Settings) -> None:
             body["types"] = Counter(
                 f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
             )
+        if request.args.get("garbage"):
+            body["garbage"] = garbage_by_type()
         if request.args.get("promoted"):
             body["promoted"] = promoted(request.args["promoted"])
         if request.args.get("gctrace"):
