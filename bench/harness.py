@@ -160,15 +160,16 @@ def _start_redis_on(
 
 
 def _wait_until_ours(server: RedisServer, within: float) -> None:
-    """Until the server on the port answers with our child's pid."""
+    """Until the server on the port is up, with its data loaded, and is our child."""
     deadline = time.monotonic() + within
     client = server.client(timeout=1.0)
     try:
         while True:
             try:
-                if client.info("server").get("process_id") == server.process.pid:
+                # PING fails while an AOF is still loading; INFO names the process.
+                if client.ping() and client.info("server").get("process_id") == server.process.pid:
                     return
-            except redis.RedisError:  # not up yet, or not a Redis at all
+            except redis.RedisError:  # not up (or loaded) yet, or not a Redis at all
                 pass
             if server.process.poll() is not None:
                 log = (
