@@ -1,7 +1,8 @@
 """The bus against a real Redis: read-modify-swap in one step, and what a local
 subscriber receives when this process announces a message itself.
 
-Loopback only, the session's redis-server, a `trio.fail_after` bound per test.
+Loopback only, the session's redis-server; each test is bounded by conftest's
+default 60 s.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import trio
 
 from aura_trio.bus.redis_bus import Message, RedisBus, Swap
 from aura_trio.hitl import records as hitl
+
+from .helpers import eventually
 
 
 @pytest.fixture
@@ -106,6 +109,4 @@ async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: 
                 commands.start_soon(bus.get, f"k{n}")
         assert ours() >= 2  # the subscriber and at least one pooled connection
         nursery.cancel_scope.cancel()
-    with trio.fail_after(5):
-        while ours():
-            await trio.sleep(0.05)
+    await eventually(lambda: not ours(), within=5, step=0.05)

@@ -1,4 +1,8 @@
-"""Many clients at once: a reconnect storm, and a crowd of clients that stop reading."""
+"""Many clients at once: a reconnect storm, and a crowd of clients that stop reading.
+
+In-process servers; each test is bounded by conftest's default 60 s (the storm also
+by its own `fail_after(60)`).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,18 @@ from aura_trio.agents import AgentContext
 from aura_trio.sessions import events
 from aura_trio.sessions.session import OUTBOX_FRAMES
 
-from .helpers import HOST, auth, events_of, eventually, rest_of, stream_target, until_hitl
-from .test_http_layer import listen_overflows
-from .test_session_teardown import open_stream_and_stop_reading
+from .helpers import (
+    HOST,
+    auth,
+    events_of,
+    eventually,
+    listen_overflows,
+    open_stream_and_stop_reading,
+    rest_of,
+    stream_target,
+    until_hitl,
+    until_stalled,
+)
 
 
 async def test_reconnect_storm_of_1000_streams_is_served(start_server):
@@ -64,12 +77,9 @@ async def test_500_clients_that_stop_reading_hold_bounded_memory_then_are_droppe
     sockets = [await open_stream_and_stop_reading(aura.port) for _ in range(500)]
     await eventually(lambda: len(aura.state.registry) == 500, within=20)
     # Every producer stalls: socket buffers and the bounded outboxes are full.
-    with trio.fail_after(20):
-        previous = -1
-        while produced != previous:
-            previous = produced
-            await trio.sleep(0.5)
+    await until_stalled(lambda: produced, quiet=0.5, within=20)
     stalled_rss = _rss_bytes()
+    # Not synchronisation: the stall goes on for a second, and memory must not grow.
     await trio.sleep(1)
     # What the server holds per client is its bounded outbox, however long they stall.
     outboxes = [session.frames.statistics().current_buffer_used for session in aura.state.registry]
