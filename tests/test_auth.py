@@ -219,6 +219,8 @@ async def test_a_remembered_token_is_still_refused_once_it_expires(start_server)
     short = jwt.encode(_claims(exp=int(time.time()) + 2), SECRET, algorithm="HS256")
     headers = {"Authorization": f"Bearer {short}"}
     assert (await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)).status == 404
+    # Not synchronisation: the wall clock must pass the token's expiry (2 s), which
+    # is what this test is about.
     await trio.sleep(max(0.0, _claims()["iat"] + 3 - time.time()))
     expired = await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)
     assert expired.status == 401
@@ -232,9 +234,9 @@ def test_authenticator_remembers_only_valid_tokens_and_a_bounded_number():
     tokens = [token(f"u{n}") for n in range(5)]
     for n, value in enumerate(tokens):
         assert authenticator({"Authorization": f"Bearer {value}"}).user_id == f"u{n}"
-    assert len(authenticator._verified) == 3
+    assert authenticator.remembered == 3
     future = jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
     for _ in range(2):
         with pytest.raises(AuthError, match="not yet valid"):
             authenticator({"Authorization": f"Bearer {future}"})
-    assert future not in authenticator._verified
+    assert not authenticator.remembers(future)
