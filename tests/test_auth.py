@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -171,15 +170,14 @@ public class Mint {
 
 @pytest.mark.skipif(shutil.which("javac") is None, reason="no JDK on this machine")
 async def test_token_minted_by_java_is_accepted(aura, tmp_path: Path):
-    (tmp_path / "Mint.java").write_text(JAVA_MINTER)
-    subprocess.run(["javac", "Mint.java"], cwd=tmp_path, check=True, timeout=120)
-    java_token = subprocess.run(
-        ["java", "-cp", str(tmp_path), "Mint", SECRET],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    # Bounded by conftest's default 60 s, which can cancel these (a blocking
+    # subprocess.run held the Trio loop: only its own timeouts could fire).
+    await trio.Path(tmp_path / "Mint.java").write_text(JAVA_MINTER)
+    await trio.run_process(["javac", "Mint.java"], cwd=tmp_path)
+    minted = await trio.run_process(
+        ["java", "-cp", str(tmp_path), "Mint", SECRET], capture_stdout=True
+    )
+    java_token = minted.stdout.decode()
     async with aura.stream("hi", headers={"Authorization": f"Bearer {java_token}"}) as stream:
         assert stream.status == 200
         await stream.read_body()
