@@ -1,4 +1,7 @@
-"""Authentication (docs/contract.md#authentication) over real HTTP: every bad token is a 401 in the envelope."""
+"""Authentication (docs/contract.md#authentication) over real HTTP: every bad token is a 401 in the envelope.
+
+In-process servers; each async test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 

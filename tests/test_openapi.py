@@ -1,8 +1,8 @@
 """`/openapi.json`, and schemathesis fuzzing the live server against it.
 
 The document test is async, bounded by conftest's default 60 s; the fuzzing is a
-sync test bounded by `subprocess.run(timeout=600)`, its server a child process
-(`processes.serve`) stopped in `finally`.
+sync test, `slow` (~13 s), bounded by `subprocess.run(timeout=600)`, its server a
+child process (`processes.serve`) stopped in `finally`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from aura_trio import client
 
@@ -46,6 +48,7 @@ async def test_openapi_documents_every_route(aura):
     assert {"401", "403", "404", "409"} <= set(approve["responses"])
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis_server, raw_redis):
     env = {
         "REDIS_URL": redis_server.url,

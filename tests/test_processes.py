@@ -1,7 +1,8 @@
 """The real command in real processes: several servers on one Redis, the embedded Redis, the demo.
 
 Servers are child processes (`processes.run_server`), stopped in `finally`. Async
-tests are bounded by conftest's default 60 s; the demo runs under `timeout=60`.
+tests are bounded by conftest's default 60 s; the demos by `subprocess.run(timeout=60)`
+each (the full round trip, run twice, is `slow`: ~5 s).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(tmp_pa
     await eventually(child_gone, within=5, step=0.05)
 
 
+@pytest.mark.slow
 def test_demo_shows_a_full_round_trip():
     env = {
         k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "JWT_SECRET")

@@ -1,13 +1,14 @@
 """Many clients at once: a reconnect storm, and a crowd of clients that stop reading.
 
-In-process servers; each test is bounded by conftest's default 60 s (the storm also
-by its own `fail_after(60)`).
+In-process servers; both tests are `slow` (~12 s each), bounded by conftest's default
+60 s (the storm also by its own `fail_after(60)`).
 """
 
 from __future__ import annotations
 
 import resource
 
+import pytest
 import trio
 
 from aura_trio import client
@@ -29,6 +30,7 @@ from .helpers import (
 )
 
 
+@pytest.mark.slow
 async def test_reconnect_storm_of_1000_streams_is_served(start_server):
     """A Gateway restart: 1,000 streams opened at once, all waiting, then all approved."""
     aura = await start_server()
@@ -63,6 +65,7 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+@pytest.mark.slow
 async def test_500_clients_that_stop_reading_hold_bounded_memory_then_are_dropped(start_server):
     produced = 0
 
