@@ -27,6 +27,7 @@ Ports:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,11 +35,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
@@ -48,7 +49,6 @@ HOST = "127.0.0.1"
 STOP_SECONDS = 15.0
 _POLL_SECONDS = 0.02
 _QUIET_LEVELS = {"WARNING", "ERROR", "CRITICAL"}
-T = TypeVar("T")
 
 
 def stop_process(process: subprocess.Popen[bytes], within: float = STOP_SECONDS) -> int:
@@ -77,8 +77,8 @@ def pick_port() -> int:
     """A loopback port that is free now, outside the ephemeral range when there is room.
 
     Only for programs that must be told their port (redis-server, nginx): start them
-    with :func:`retry_on_port_clash`, or check, as :func:`start_redis` does, that the
-    one answering is yours.
+    again on another port if they cannot bind it, and check that the one answering
+    is yours (as :func:`start_redis` does).
     """
     low, high = _ephemeral_range()
     candidates = [r for r in (range(10000, low), range(high + 1, 65536)) if len(r) > 1000]
@@ -95,17 +95,6 @@ def pick_port() -> int:
 
 class PortClash(RuntimeError):
     """The program could not bind the port it was given (someone else has it)."""
-
-
-def retry_on_port_clash(start: Callable[[int], T], attempts: int = 5) -> T:
-    """`start(port)` on a fresh port until it does not raise :class:`PortClash`."""
-    for attempt in range(attempts):
-        try:
-            return start(pick_port())
-        except PortClash:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 # --- Redis ------------------------------------------------------------------------
@@ -143,6 +132,7 @@ def _start_redis_on(
     binary: str, directory: Path, port: int, options: Sequence[str], within: float
 ) -> RedisServer:
     log_path = directory / "redis.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # Redis appends to it
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
          "--dir", str(directory), "--logfile", str(log_path), *options],
@@ -152,14 +142,14 @@ def _start_redis_on(
     )  # fmt: skip
     server = RedisServer(binary, port, directory, process)
     try:
-        _wait_until_ours(server, within)
+        _wait_until_ours(server, within, log_start)
     except BaseException:
         stop_process(process, 5)
         raise
     return server
 
 
-def _wait_until_ours(server: RedisServer, within: float) -> None:
+def _wait_until_ours(server: RedisServer, within: float, log_start: int) -> None:
     """Until the server on the port is up, with its data loaded, and is our child."""
     deadline = time.monotonic() + within
     client = server.client(timeout=1.0)
@@ -172,9 +162,10 @@ def _wait_until_ours(server: RedisServer, within: float) -> None:
             except redis.RedisError:  # not up (or loaded) yet, or not a Redis at all
                 pass
             if server.process.poll() is not None:
-                log = (
-                    server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
-                )
+                log = ""
+                with contextlib.suppress(OSError), server.log_path.open("rb") as log_file:
+                    log_file.seek(log_start)
+                    log = log_file.read().decode(errors="replace")
                 if "in use" in log:  # "Address already in use"
                     raise PortClash(f"port {server.port} is taken")
                 raise RuntimeError(
@@ -197,7 +188,10 @@ def start_redis(
     binary = find_server_binary()
     if port is not None:
         return _start_redis_on(binary, directory, port, options, within)
-    return retry_on_port_clash(lambda p: _start_redis_on(binary, directory, p, options, within))
+    for _ in range(4):  # a port that was free a moment ago may be taken by now: try another
+        with contextlib.suppress(PortClash):
+            return _start_redis_on(binary, directory, pick_port(), options, within)
+    return _start_redis_on(binary, directory, pick_port(), options, within)
 
 
 @contextmanager
