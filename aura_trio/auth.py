@@ -81,6 +81,15 @@ class Authenticator:
             _check_times(claims, self._leeway)
         return _principal(claims, headers, self._trust_tenant_header)
 
+    @property
+    def remembered(self) -> int:
+        """How many verified tokens are remembered now (at most `remember`)."""
+        return len(self._verified)
+
+    def remembers(self, token: str) -> bool:
+        """Whether `token` is remembered as verified."""
+        return token in self._verified
+
 
 def _check_times(claims: Mapping[str, Any], leeway: float) -> None:
     """The time claims of an already verified token, as PyJWT checks them."""

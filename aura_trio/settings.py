@@ -34,7 +34,6 @@ class Settings:
     max_streams_per_user: int = 20
     max_sessions: int = 10000
     max_body_bytes: int = 65536
-    max_prompt_chars: int = 16000
     send_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
     metrics: bool = False

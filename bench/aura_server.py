@@ -26,21 +26,9 @@ from quart import Response, request
 from aura_trio import Settings, create_app, serve_until_signal, state_of
 from aura_trio.http.runner import freeze_start_up_objects
 from aura_trio.logs import configure_logging
+from aura_trio.metrics import live_tasks
 
 from . import gctrace
-
-
-def live_tasks() -> list[trio.lowlevel.Task]:
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    found, pending = [], [root]
-    while pending:
-        task = pending.pop()
-        found.append(task)
-        for nursery in task.child_nurseries:
-            pending.extend(nursery.child_tasks)
-    return found
-
 
 _baseline: list[tracemalloc.Snapshot] = []
 _old_ids: set[int] = set()
@@ -102,7 +90,7 @@ async def _serve(settings: Settings) -> None:
 
     @app.get("/bench/stats")
     async def stats() -> Response:
-        tasks = live_tasks()
+        tasks = list(live_tasks())
         body: dict[str, object] = {
             "tasks": len(tasks),
             "threads": threading.active_count(),

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import trio
 
-from . import procs
+from . import harness, procs
 from .http import KeepAliveClient
 from .load import Target
 
@@ -105,8 +105,8 @@ class Context:
     """One server under test, its Redis, and a way to report progress."""
 
     target: Target
-    server: procs.Server
-    redis_server: procs.Redis
+    server: harness.ServerProcess
+    redis_server: harness.RedisServer
     label: str
     progress_every: float = 2.0
     status: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +116,7 @@ class Context:
     # --- the server -----------------------------------------------------------
 
     def server_sample(self) -> procs.ProcSample:
-        return self.server.sample()
+        return procs.sample(self.server.pid)
 
     async def server_stats(self, query: str = "") -> dict[str, Any]:
         """`GET /bench/stats`: live task count (and threads) inside the server."""
@@ -134,7 +134,7 @@ class Context:
 
     async def redis_call(self, fn: Callable[[redis.Redis], Any]) -> Any:
         if self._redis is None:
-            self._redis = self.redis_server.client()
+            self._redis = self.redis_server.client(timeout=10)
         client = self._redis
         return await trio.to_thread.run_sync(lambda: fn(client), limiter=_REDIS_LIMITER)
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aura_trio.embedded_redis import find_server_binary
-
-from .conftest import free_port
+from bench.harness import pick_port as free_port
 
 
 @dataclass

@@ -1,20 +1,19 @@
-"""Shared fixtures.
+"""Shared fixtures and the time-limit hook; helpers live in `helpers.py` and
+`processes.py` (no test module imports this file).
 
-Rules for every network test: loopback only, port 0 (or a free port the OS gave),
-a real Redis-protocol server started here, a real server over TCP, and a
-`trio.fail_after` bound on every async test (hook below; pytest-timeout
-misbehaves with Trio: docs/design-notes.md#test-time-limits-without-pytest-timeout).
+Rules for every network test: loopback only, servers on port 0, a real
+Redis-protocol server started here (through `bench/harness.py`), a real server over
+TCP, and a `trio.fail_after` bound on every async test: TEST_SECONDS (60 s) unless
+the test is marked `time_limit(seconds)` (hook below; pytest-timeout misbehaves with
+Trio: docs/design-notes.md#test-time-limits-without-pytest-timeout). Sync tests are
+bounded by their own timeouts (sockets, `subprocess.run(timeout=...)`).
 """
 
 from __future__ import annotations
 
 import inspect
-import socket
-import subprocess
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,10 @@ import trio
 
 from aura_trio import Settings, create_app, serve_app, state_of
 from aura_trio.agents import Agent
-from aura_trio.embedded_redis import find_server_binary
+from bench import harness
+from bench.harness import RedisServer
 
-from .helpers import SECRET, Aura
+from .helpers import SECRET, Aura, StartServer
 
 TEST_SECONDS = 60
 
@@ -48,64 +48,19 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
         pyfuncitem.obj = bounded
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "time_limit(seconds): bound for one async test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class RedisServer:
-    binary: str
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        """A plain client, as the Java side would use (not our code)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-
-def start_redis(directory: Path, port: int | None = None, *options: str) -> RedisServer:
-    binary = find_server_binary()
-    port = port or free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--logfile", str(directory / "redis.log"), *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    server = RedisServer(binary, port, directory, process)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if server.client().ping():
-                return server
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="aura-test-redis-") as directory:
-        server = start_redis(Path(directory))
+    """One redis-server for the whole run (sync: Trio fixtures are function-scoped)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="aura-test-redis-") as directory,
+        harness.running_redis(Path(directory)) as server,
+    ):
         yield server
-        server.process.terminate()
-        server.process.wait(10)
 
 
 @pytest.fixture
 def raw_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain client on the session's Redis, emptied for this test."""
     client = redis_server.client()
     client.flushall()
     yield client
@@ -126,9 +81,6 @@ def make_settings(*, redis_url: str, **overrides: Any) -> Settings:
         keep_alive_seconds=5.0,
     )
     return base.replace(**overrides)
-
-
-StartServer = Callable[..., Awaitable[Aura]]
 
 
 @pytest.fixture
@@ -164,8 +116,3 @@ async def start_server(
 @pytest.fixture
 async def aura(start_server: StartServer) -> Aura:
     return await start_server()
-
-
-def start_redis_with_aof(directory: Path, port: int | None = None) -> RedisServer:
-    """A Redis that keeps its data across SIGKILL (appendonly, fsync always)."""
-    return start_redis(directory, port, "--appendonly", "yes", "--appendfsync", "always")

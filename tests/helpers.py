@@ -1,9 +1,14 @@
-"""Test helpers: a handle on a running server, and small HTTP shortcuts."""
+"""Test helpers: a handle on a running server, small HTTP shortcuts, bounded waits.
+
+Shared by the test modules; none of them imports another test module or `conftest`.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +87,10 @@ class Aura:
         )
 
 
+StartServer = Callable[..., Awaitable[Aura]]
+"""The `start_server` fixture: `await start_server(agent=..., **settings)`."""
+
+
 async def until_hitl(stream: client.SSEStream) -> dict[str, Any]:
     """Read up to the `hitl` event; returns its `data` object."""
     frames = await stream.events_until("hitl")
@@ -103,11 +112,38 @@ def stored_request(raw: redis.Redis, request_id: str) -> dict[str, Any] | None:
     return None if value is None else json.loads(value)
 
 
-async def eventually(predicate: Any, *, within: float = 2.0, step: float = 0.01) -> None:
-    """Wait until `predicate()` is true, failing after `within` seconds."""
+async def eventually(
+    predicate: Callable[[], Any], *, within: float = 2.0, step: float = 0.01
+) -> Any:
+    """Wait until `predicate()` (a plain or an async function) is true, failing after
+    `within` seconds; returns the true value.
+
+    For state there is no event to wait on: another process, Redis, the server's
+    registry seen from outside. Polling every `step` is the synchronisation here.
+    """
     with trio.fail_after(within):
-        while not predicate():
+        while True:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
             await trio.sleep(step)
+
+
+async def until_stalled(
+    count: Callable[[], int], *, quiet: float = 0.5, within: float = 20.0
+) -> None:
+    """Wait until `count()` (a producer's progress) has not moved for `quiet` seconds.
+
+    "Stalled" is defined over a window, so the wait is `quiet` at least; it fails
+    after `within` seconds if the producer never stops.
+    """
+    with trio.fail_after(within):
+        previous = -1
+        while count() != previous:
+            previous = count()
+            await trio.sleep(quiet)
 
 
 def java_signal(
@@ -129,3 +165,27 @@ async def decide_at(
     return await client.request(
         HOST, port, "POST", f"/aura/hitl/{verb}/{request_id}", headers=headers
     )
+
+
+async def open_stream_and_stop_reading(port: int) -> trio.socket.SocketType:
+    """Open a stream on a socket with a tiny receive buffer, and never read from it."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect((HOST, port))
+    headers = "".join(f"{k}: {v}\r\n" for k, v in auth().items())
+    await sock.send(f"GET {stream_target('go')} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+    return sock
+
+
+def listen_overflows() -> int | None:
+    """The kernel's count of connections dropped from full accept queues, if readable."""
+    try:
+        with open("/proc/net/netstat") as netstat:
+            lines = netstat.read().splitlines()
+    except OSError:
+        return None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split(), values.split(), strict=True))
+            return int(table["ListenOverflows"])
+    return None

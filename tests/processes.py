@@ -1,120 +1,96 @@
-"""Running the real `aura-trio` command as a child process."""
+"""The real `aura-trio serve` command and redis-server as child processes of a test.
+
+Started and stopped by `bench/harness.py`, the harness the bench uses too (its
+docstring says how ports are found without a race). Async tests use the `async`
+context managers here: the harness's blocking waits run in a worker thread, so the
+test's Trio loop keeps running, and each process is stopped in `finally` (shielded
+from the test's cancellation, bounded by the harness: SIGTERM, then SIGKILL).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
+
+import trio
+
+from bench import harness
+from bench.harness import RedisServer, ServerProcess
 
 from .helpers import SECRET
 
+__all__ = ["AOF", "RedisServer", "ServerProcess", "run_redis", "run_server", "serve", "stop"]
 
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    port: int
-
-    def logs(self) -> list[dict]:
-        entries = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                entries.append({"raw": line})
-        return entries
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout)
+# A Redis that keeps its data across SIGKILL.
+AOF = ("--appendonly", "yes", "--appendfsync", "always")
 
 
-def _wait_for_port(
-    process: subprocess.Popen[bytes], log_path: Path, within: float, listeners: int
-) -> int:
-    """The port from the `listening on http://host:port` lines, once `listeners` logged it."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        ports = []
-        for line in log_path.read_text(errors="replace").splitlines():
-            try:
-                message = json.loads(line).get("msg", "")
-            except ValueError:
-                continue
-            if message.startswith("listening on http://"):
-                ports.append(int(message.rsplit(":", 1)[1]))
-        if len(ports) >= listeners:
-            return ports[0]
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()}")
-        time.sleep(0.05)
-    raise TimeoutError(f"server did not start: {log_path.read_text()}")
+def _command(args: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "aura_trio", "serve", "--host", "127.0.0.1", "--port", "0", *args]
 
 
-def _wait_for_connect(
-    process: subprocess.Popen[bytes], log_path: Path, port: int, within: float
-) -> int:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return port
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()}")
-        time.sleep(0.05)
-    raise TimeoutError(f"server did not start: {log_path.read_text()}")
+def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "SECRET_KEY": SECRET, "AURA_EVENT_DELAY_SECONDS": "0", **(env or {})}
+
+
+def _listeners(args: tuple[str, ...]) -> int:
+    return int(args[args.index("--workers") + 1]) if "--workers" in args else 1
 
 
 @contextmanager
-def run_server(
-    tmp_path: Path,
-    *args: str,
-    env: dict[str, str] | None = None,
-    name: str = "server",
-    port: int = 0,
+def serve(
+    tmp_path: Path, *args: str, env: Mapping[str, str] | None = None, name: str = "server"
 ) -> Iterator[ServerProcess]:
-    """`python -m aura_trio serve --host 127.0.0.1 --port PORT ...`; SIGTERM on exit.
+    """`aura-trio serve --host 127.0.0.1 --port 0 ...` for sync code (fixtures, sync tests)."""
+    with harness.running_server(
+        _command(args), env=_env(env), log_path=tmp_path / f"{name}.log", listeners=_listeners(args)
+    ) as server:
+        yield server
 
-    With port 0 the port is read from the INFO log line `listening on ...`; pass a free
-    port when the log level hides that line.
-    """
-    log_path = tmp_path / f"{name}.log"
-    environment = {
-        **os.environ,
-        "SECRET_KEY": SECRET,
-        "AURA_EVENT_DELAY_SECONDS": "0",
-        **(env or {}),
-    }
-    command = [sys.executable, "-m", "aura_trio", "serve", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), *args],
-            stdout=log_file,
-            stderr=log_file,
-            env=environment,
-        )
-    server = ServerProcess(process, log_path, 0)
+
+@asynccontextmanager
+async def run_server(
+    tmp_path: Path, *args: str, env: Mapping[str, str] | None = None, name: str = "server"
+) -> AsyncIterator[ServerProcess]:
+    """`aura-trio serve --host 127.0.0.1 --port 0 ...`, started once it listens (every
+    worker, with `--workers N`); its port is the one it logged."""
+    start = partial(
+        harness.start_server,
+        _command(args),
+        env=_env(env),
+        log_path=tmp_path / f"{name}.log",
+        listeners=_listeners(args),
+    )
+    server = await trio.to_thread.run_sync(start)
     try:
-        if port:
-            server.port = _wait_for_connect(process, log_path, port, within=20)
-        else:
-            workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-            server.port = _wait_for_port(process, log_path, within=20, listeners=workers)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(harness.stop_process, server.process)
+
+
+async def stop(
+    server: ServerProcess, sig: int = signal.SIGTERM, within: float = harness.STOP_SECONDS
+) -> int:
+    """Send `sig` and wait (in a thread) for the exit status; SIGKILL after `within` s."""
+    return await trio.to_thread.run_sync(partial(server.stop, sig, within))
+
+
+@asynccontextmanager
+async def run_redis(
+    directory: Path, *options: str, port: int | None = None
+) -> AsyncIterator[RedisServer]:
+    """A redis-server of the test's own (`port`: on that port, e.g. to restart one)."""
+    server = await trio.to_thread.run_sync(
+        partial(harness.start_redis, directory, *options, port=port)
+    )
+    try:
+        yield server
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.stop)

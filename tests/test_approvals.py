@@ -204,7 +204,7 @@ async def test_requests_of_a_killed_worker_leave_the_inbox_as_worker_lost(
     tmp_path, start_server, redis_server, raw_redis
 ):
     env = {"REDIS_URL": redis_server.url, "AURA_WORKER_TTL_SECONDS": "1"}
-    with run_server(tmp_path, env=env) as doomed:
+    async with run_server(tmp_path, env=env) as doomed:
         async with client.open_sse(
             HOST, doomed.port, stream_target("merge"), headers=auth()
         ) as stream:

@@ -1,4 +1,7 @@
-"""Authentication (docs/contract.md#authentication) over real HTTP: every bad token is a 401 in the envelope."""
+"""Authentication (docs/contract.md#authentication) over real HTTP: every bad token is a 401 in the envelope.
+
+In-process servers; each async test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import hashlib
 import hmac
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -135,10 +137,14 @@ async def test_a_header_never_chooses_the_tenant_of_a_token_without_one(aura, ra
         frames = await victim.events_until("hitl")
         request_id = frames[-1].json()["data"]["requestId"]
         intruder = {**auth("mallory", None), "X-Tenant-ID": "t1"}
-        assert (await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=intruder)).status == 403
+        assert (
+            await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=intruder)
+        ).status == 403
         assert (await aura.approve(request_id, headers=intruder)).status == 403
         no_tenant = auth("mallory", None)
-        assert (await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=no_tenant)).status == 404
+        assert (
+            await aura.request("GET", f"/aura/hitl/requests/{request_id}", headers=no_tenant)
+        ).status == 404
         assert (await aura.approve(request_id, headers=no_tenant)).status == 404
         assert json.loads(raw_redis.get(f"hitl:request:{request_id}"))["status"] == "pending"
         assert (await aura.approve(request_id, headers=auth("victim", "t1"))).status == 200
@@ -205,15 +211,14 @@ public class Mint {
 
 @pytest.mark.skipif(shutil.which("javac") is None, reason="no JDK on this machine")
 async def test_token_minted_by_java_is_accepted(aura, tmp_path: Path):
-    (tmp_path / "Mint.java").write_text(JAVA_MINTER)
-    subprocess.run(["javac", "Mint.java"], cwd=tmp_path, check=True, timeout=120)
-    java_token = subprocess.run(
-        ["java", "-cp", str(tmp_path), "Mint", SECRET],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    # Bounded by conftest's default 60 s, which can cancel these (a blocking
+    # subprocess.run held the Trio loop: only its own timeouts could fire).
+    await trio.Path(tmp_path / "Mint.java").write_text(JAVA_MINTER)
+    await trio.run_process(["javac", "Mint.java"], cwd=tmp_path)
+    minted = await trio.run_process(
+        ["java", "-cp", str(tmp_path), "Mint", SECRET], capture_stdout=True
+    )
+    java_token = minted.stdout.decode()
     async with aura.stream("hi", headers={"Authorization": f"Bearer {java_token}"}) as stream:
         assert stream.status == 200
         await stream.read_body()
@@ -253,6 +258,8 @@ async def test_a_remembered_token_is_still_refused_once_it_expires(start_server)
     short = jwt.encode(_claims(exp=int(time.time()) + 2), SECRET, algorithm="HS256")
     headers = {"Authorization": f"Bearer {short}"}
     assert (await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)).status == 404
+    # Not synchronisation: the wall clock must pass the token's expiry (2 s), which
+    # is what this test is about.
     await trio.sleep(max(0.0, _claims()["iat"] + 3 - time.time()))
     expired = await aura.request("GET", "/aura/hitl/requests/req_x", headers=headers)
     assert expired.status == 401
@@ -266,9 +273,9 @@ def test_authenticator_remembers_only_valid_tokens_and_a_bounded_number():
     tokens = [token(f"u{n}") for n in range(5)]
     for n, value in enumerate(tokens):
         assert authenticator({"Authorization": f"Bearer {value}"}).user_id == f"u{n}"
-    assert len(authenticator._verified) == 3
+    assert authenticator.remembered == 3
     future = jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, algorithm="HS256")
     for _ in range(2):
         with pytest.raises(AuthError, match="not yet valid"):
             authenticator({"Authorization": f"Bearer {future}"})
-    assert future not in authenticator._verified
+    assert not authenticator.remembers(future)

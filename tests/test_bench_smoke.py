@@ -6,7 +6,8 @@ every scenario, and writes `results.json` and `REPORT.md`. Nothing here asserts
 on speed; only that every scenario ran, without errors, and was reported.
 
 The peer half needs FastAPI and uvicorn (in the test extra as well as the
-bench one) and is skipped without them.
+bench one) and is skipped without them. The two full runs are `slow` (~10 s each),
+bounded by `subprocess.run(timeout=240)`; the async test by conftest's default 60 s.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def check_runs(data: dict[str, Any], target: str) -> None:
     assert by_name["streaming"]["events"] > 0
 
 
+@pytest.mark.slow
 def test_bench_smoke_against_aura(tmp_path):
     data = run_bench(tmp_path, "aura")
     check_runs(data, "aura")
@@ -60,6 +62,7 @@ def test_bench_smoke_against_aura(tmp_path):
     assert "Redis connections bounded" in report
 
 
+@pytest.mark.slow
 def test_bench_smoke_against_the_peer(tmp_path):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")

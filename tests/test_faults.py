@@ -3,18 +3,21 @@
 The Java side publishes its decisions the moment Redis is back, before and while
 our subscriber reconnects, so some PUBLISHes reach nobody: every session must still
 end as decided, none waiting for its timeout, none decided twice.
+
+Each test starts its own redis-server and stops it in `finally` (`processes.run_redis`);
+each is bounded by conftest's default 60 s.
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import time
+from contextlib import AsyncExitStack
 
 import trio
 
-from .conftest import start_redis, start_redis_with_aof
 from .helpers import auth, events_of, eventually, rest_of, until_hitl
+from .processes import AOF, run_redis
 
 SESSIONS = 200
 
@@ -80,44 +83,49 @@ def _check_outcomes(waiting: dict, outcomes: dict) -> None:
 
 
 async def test_redis_killed_and_restarted_while_200_sessions_wait(start_server, tmp_path):
-    redis = start_redis_with_aof(tmp_path)
-    aura = await start_server(redis_url=redis.url, hitl_timeout_seconds=60, signal_poll_seconds=60)
-    outcomes: dict = {}
-    async with trio.open_nursery() as nursery:
-        waiting = await _waiting_fleet(aura, nursery, outcomes)
-        redis.process.send_signal(signal.SIGKILL)
-        redis.process.wait()
-        restarted = start_redis_with_aof(tmp_path, redis.port)
-        back_at = trio.current_time()
-        raw = restarted.client()
-        unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
-    _check_outcomes(waiting, outcomes)
-    last = max(at for _, at in outcomes.values()) - back_at
-    print(
-        f"\nRedis restart: {unheard} of {SESSIONS} PUBLISHes reached nobody; the last session "
-        f"resumed {last * 1000:.0f} ms after Redis was back"
-    )
-    assert unheard > 0, "the scenario should lose some PUBLISHes"
-    for n, hitl in waiting.items():
-        stored = json.loads(raw.get(f"hitl:request:{hitl['requestId']}"))
-        assert stored["status"] == ("rejected" if n % 3 == 0 else "approved")
-    restarted.process.terminate()
+    async with AsyncExitStack() as redis_servers:
+        redis = await redis_servers.enter_async_context(run_redis(tmp_path, *AOF))
+        aura = await start_server(
+            redis_url=redis.url, hitl_timeout_seconds=60, signal_poll_seconds=60
+        )
+        outcomes: dict = {}
+        async with trio.open_nursery() as nursery:
+            waiting = await _waiting_fleet(aura, nursery, outcomes)
+            redis.kill()
+            # Same port, same directory: the AOF brings the stored requests back.
+            restarted = await redis_servers.enter_async_context(
+                run_redis(tmp_path, *AOF, port=redis.port)
+            )
+            back_at = trio.current_time()
+            raw = restarted.client()
+            unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
+        _check_outcomes(waiting, outcomes)
+        last = max(at for _, at in outcomes.values()) - back_at
+        print(
+            f"\nRedis restart: {unheard} of {SESSIONS} PUBLISHes reached nobody; the last "
+            f"session resumed {last * 1000:.0f} ms after Redis was back"
+        )
+        assert unheard > 0, "the scenario should lose some PUBLISHes"
+        for n, hitl in waiting.items():
+            stored = json.loads(raw.get(f"hitl:request:{hitl['requestId']}"))
+            assert stored["status"] == ("rejected" if n % 3 == 0 else "approved")
 
 
 async def test_subscriber_connection_killed_while_200_sessions_wait(start_server, tmp_path):
-    redis = start_redis(tmp_path)
-    aura = await start_server(redis_url=redis.url, hitl_timeout_seconds=60, signal_poll_seconds=60)
-    raw = redis.client()
-    outcomes: dict = {}
-    async with trio.open_nursery() as nursery:
-        waiting = await _waiting_fleet(aura, nursery, outcomes)
-        raw.client_kill_filter(_type="pubsub")
-        killed_at = trio.current_time()
-        unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
-    _check_outcomes(waiting, outcomes)
-    last = max(at for _, at in outcomes.values()) - killed_at
-    print(
-        f"\nCLIENT KILL TYPE pubsub: {unheard} of {SESSIONS} PUBLISHes reached nobody; the last "
-        f"session resumed {last * 1000:.0f} ms after the kill"
-    )
-    redis.process.terminate()
+    async with run_redis(tmp_path) as redis:
+        aura = await start_server(
+            redis_url=redis.url, hitl_timeout_seconds=60, signal_poll_seconds=60
+        )
+        raw = redis.client()
+        outcomes: dict = {}
+        async with trio.open_nursery() as nursery:
+            waiting = await _waiting_fleet(aura, nursery, outcomes)
+            raw.client_kill_filter(_type="pubsub")
+            killed_at = trio.current_time()
+            unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
+        _check_outcomes(waiting, outcomes)
+        last = max(at for _, at in outcomes.values()) - killed_at
+        print(
+            f"\nCLIENT KILL TYPE pubsub: {unheard} of {SESSIONS} PUBLISHes reached nobody; the "
+            f"last session resumed {last * 1000:.0f} ms after the kill"
+        )

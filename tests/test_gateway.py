@@ -1,7 +1,8 @@
 """The Gateway for real: nginx running deploy/gateway/nginx.conf in front of a server.
 
-Loopback only: the server listens on port 0, nginx on a free port the OS gave, and
-its upstreams point at the server; every async test is bounded (conftest). Clients
+Loopback only: the server listens on port 0, nginx on a port `gateway.run_gateway`
+finds free (again on another if it cannot bind it), and its upstreams point at the
+server; every async test is bounded by conftest's default 60 s. Clients
 speak only the Gateway's `/api/...` paths. nginx ignores the server's
 `X-Accel-Buffering: no` here, so the config's own settings must stream. The tests
 that run nginx are skipped only when no nginx binary can be found (`.ci/run`
@@ -22,9 +23,8 @@ import trio
 
 from aura_trio import client
 
-from .conftest import StartServer, free_port
 from .gateway import CONFIG, Gateway, find_nginx, run_gateway
-from .helpers import HOST, auth, events_of
+from .helpers import HOST, StartServer, auth, events_of
 
 NGINX = find_nginx()
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="no nginx binary (apt-get install nginx)")
@@ -43,9 +43,7 @@ def open_gateway(start_server: StartServer, tmp_path: Path) -> OpenGateway:
         assert NGINX is not None
         aura = await start_server(**settings)
         directory = tmp_path / "nginx"
-        async with run_gateway(
-            NGINX, directory, listen_port=free_port(), upstream_port=aura.port
-        ) as gateway:
+        async with run_gateway(NGINX, directory, upstream_port=aura.port) as gateway:
             yield gateway
 
     return open_

@@ -1,4 +1,7 @@
-"""The approval round trip (docs/contract.md#the-hitl-round-trip) against a real Redis, signals from a raw client."""
+"""The approval round trip (docs/contract.md#the-hitl-round-trip) against a real Redis, signals from a raw client.
+
+In-process servers on the session's Redis; each test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The HTTP layer itself: connections closed when they should be, bursts, limits, envelopes."""
+"""The HTTP layer itself: connections closed when they should be, bursts, limits, envelopes.
+
+In-process servers (`aura`, `start_server`); each test is bounded by conftest's
+default 60 s, most also by a tighter `fail_after` of their own.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import trio
 
 from aura_trio import client
 
-from .helpers import HOST, auth, stream_target, until_hitl
+from .helpers import HOST, auth, listen_overflows, stream_target, until_hitl
 
 
 async def _raw_exchange(port: int, request: bytes, *, until_eof_within: float) -> bytes:
@@ -61,19 +65,6 @@ async def test_http10_stream_ends_with_the_connection(aura):
     request = f"GET {stream_target('hi')} HTTP/1.0\r\nHost: x\r\n{headers}\r\n".encode()
     received = await _raw_exchange(aura.port, request, until_eof_within=3.0)
     assert received.endswith(b"data: [DONE]\n\n")
-
-
-def listen_overflows() -> int | None:
-    """The kernel's count of connections dropped from full accept queues, if readable."""
-    try:
-        lines = open("/proc/net/netstat").read().splitlines()
-    except OSError:
-        return None
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split(), values.split(), strict=True))
-            return int(table["ListenOverflows"])
-    return None
 
 
 async def test_burst_of_1000_connections_is_accepted(aura):

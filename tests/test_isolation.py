@@ -1,4 +1,7 @@
-"""Isolation between tenants, header limits, and secrets kept out of what clients see."""
+"""Isolation between tenants, header limits, and secrets kept out of what clients see.
+
+In-process servers on the session's Redis; each test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Metrics and logs, read from a real server."""
+"""Metrics and logs, read from a real server.
+
+In-process servers (`start_server`) or child processes (`processes.run_server`,
+stopped in `finally`); each test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aura_trio import client
 
-from .conftest import free_port
 from .helpers import (
     HOST,
     SECRET,
@@ -21,7 +24,7 @@ from .helpers import (
     token,
     until_hitl,
 )
-from .processes import run_server
+from .processes import run_server, stop
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -69,7 +72,7 @@ async def test_metrics_are_off_by_default(aura):
 
 async def test_logs_are_json_lines_with_ids_and_never_a_secret(tmp_path, redis_server, raw_redis):
     bad_token = token(secret="a-different-secret-that-is-32-bytes-long")
-    with run_server(
+    async with run_server(
         tmp_path, env={"REDIS_URL": redis_server.url, "AURA_LOG_LEVEL": "DEBUG"}
     ) as server:
         headers = auth()
@@ -87,8 +90,8 @@ async def test_logs_are_json_lines_with_ids_and_never_a_secret(tmp_path, redis_s
             headers={"Authorization": f"Bearer {bad_token}"},
         )
         assert refused.status == 401
-        assert server.stop() == 0
-    text = server.log_path.read_text()
+        assert await stop(server) == 0
+    text = await trio.Path(server.log_path).read_text()
     entries = server.logs()
     assert entries and all("raw" not in e for e in entries), [e for e in entries if "raw" in e]
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in entries)
@@ -102,12 +105,13 @@ async def test_logs_are_json_lines_with_ids_and_never_a_secret(tmp_path, redis_s
 
 async def test_log_level_comes_from_the_environment(tmp_path, redis_server, raw_redis):
     env = {"REDIS_URL": redis_server.url, "AURA_LOG_LEVEL": "WARNING"}
-    with run_server(tmp_path, env=env, name="quiet", port=free_port()) as server:
+    # No `listening on` line at WARNING: the harness finds the port in /proc.
+    async with run_server(tmp_path, env=env, name="quiet") as server:
         async with client.open_sse(
             HOST, server.port, stream_target("hi"), headers=auth()
         ) as stream:
             await rest_of(stream)
-        assert server.stop() == 0
+        assert await stop(server) == 0
     assert not [e for e in server.logs() if e.get("level") in ("INFO", "DEBUG")]
 
 
@@ -120,7 +124,7 @@ async def test_a_server_under_load_runs_no_thread_for_redis(tmp_path, redis_serv
     """Every Redis call is a Trio task on the process's own connections: the server
     process stays at one thread while 50 sessions wait and are decided."""
     env = {"REDIS_URL": redis_server.url, "AURA_METRICS": "1"}
-    with run_server(tmp_path, env=env) as server:
+    async with run_server(tmp_path, env=env) as server:
         waiting: list[dict] = []
 
         async def one(n: int) -> None:

@@ -1,4 +1,9 @@
-"""`/openapi.json`, and schemathesis fuzzing the live server against it."""
+"""`/openapi.json`, and schemathesis fuzzing the live server against it.
+
+The document test is async, bounded by conftest's default 60 s; the fuzzing is a
+sync test, `slow` (~13 s), bounded by `subprocess.run(timeout=600)`, its server a
+child process (`processes.serve`) stopped in `finally`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from aura_trio import client
 
 from .helpers import HOST, token
-from .processes import run_server
+from .processes import serve
 
 SEED = os.environ.get("AURA_SCHEMATHESIS_SEED", "20261122")
 EXAMPLES = os.environ.get("AURA_SCHEMATHESIS_EXAMPLES", "40")
@@ -43,6 +50,7 @@ async def test_openapi_documents_every_route(aura):
     assert {"401", "403", "404", "409"} <= set(approve["responses"])
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis_server, raw_redis):
     env = {
         "REDIS_URL": redis_server.url,
@@ -59,7 +67,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis
         'expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", '
         '"415", "422", "428", "429", "431"]\n'
     )
-    with run_server(tmp_path, env=env, port=_free_port()) as server:
+    with serve(tmp_path, env=env) as server:
         result = subprocess.run(
             [
                 str(schemathesis), "--config-file", str(config), "run", f"http://{HOST}:{server.port}/openapi.json",
@@ -79,9 +87,3 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path, redis
     assert "Tested: 10" in result.stdout
     errors = [e for e in server.logs() if e.get("level") == "ERROR"]
     assert not errors, errors
-
-
-def _free_port() -> int:
-    from .conftest import free_port
-
-    return free_port()

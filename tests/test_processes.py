@@ -1,4 +1,9 @@
-"""The real command in real processes: several servers on one Redis, the embedded Redis, the demo."""
+"""The real command in real processes: several servers on one Redis, the embedded Redis, the demo.
+
+Servers are child processes (`processes.run_server`), stopped in `finally`. Async
+tests are bounded by conftest's default 60 s; the demos by `subprocess.run(timeout=60)`
+each (the full round trip, run twice, is `slow`: ~5 s).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +17,36 @@ import trio
 
 from aura_trio import client
 
-from .helpers import HOST, auth, decide_at, events_of, rest_of, stream_target, until_hitl
-from .processes import run_server
+from .helpers import (
+    HOST,
+    auth,
+    decide_at,
+    events_of,
+    eventually,
+    rest_of,
+    stream_target,
+    until_hitl,
+)
+from .processes import run_server, stop
 
 
 async def test_session_on_one_server_is_approved_through_another(tmp_path, redis_server, raw_redis):
     env = {"REDIS_URL": redis_server.url}
-    with run_server(tmp_path, env=env, name="a") as a, run_server(tmp_path, env=env, name="b") as b:
+    async with (
+        run_server(tmp_path, env=env, name="a") as a,
+        run_server(tmp_path, env=env, name="b") as b,
+    ):
         async with client.open_sse(HOST, a.port, stream_target("merge"), headers=auth()) as stream:
             hitl = await until_hitl(stream)
             response = await decide_at(b.port, hitl["requestId"], auth())
             assert response.status == 200
             frames = await rest_of(stream)
         assert events_of(frames)[-1] == "end"
-        assert a.stop() == 0 and b.stop() == 0
+        assert await stop(a) == 0 and await stop(b) == 0
 
 
 async def test_sigterm_ends_open_streams_and_exits_zero(tmp_path, redis_server, raw_redis):
-    with run_server(tmp_path, env={"REDIS_URL": redis_server.url}) as server:
+    async with run_server(tmp_path, env={"REDIS_URL": redis_server.url}) as server:
         async with client.open_sse(
             HOST, server.port, stream_target("merge"), headers=auth()
         ) as stream:
@@ -38,20 +55,19 @@ async def test_sigterm_ends_open_streams_and_exits_zero(tmp_path, redis_server, 
             frames = await rest_of(stream)
         assert events_of(frames) == ["error"] and frames[0].json()["errorType"] == "ServerShutdown"
         assert frames[-1].is_done
-        assert server.stop() == 0
+        assert await stop(server) == 0
     assert b'"status":"cancelled"' in raw_redis.get(f"hitl:request:{hitl['requestId']}")
 
 
 async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    with run_server(tmp_path, env={**env, "REDIS_URL": ""}) as server:
-        children = subprocess.run(
-            ["ps", "-o", "pid=,args=", "--ppid", str(server.process.pid)],
-            capture_output=True,
-            text=True,
-        ).stdout
-        assert "aura-redis-" in children, children
-        child_pid = int(children.split()[0])
+    async with run_server(tmp_path, env={**env, "REDIS_URL": ""}) as server:
+        children = await trio.run_process(
+            ["ps", "-o", "pid=,args=", "--ppid", str(server.pid)], capture_stdout=True, check=False
+        )
+        listed = children.stdout.decode()
+        assert "aura-redis-" in listed, listed
+        child = trio.Path(f"/proc/{int(listed.split()[0])}/status")
         async with client.open_sse(
             HOST, server.port, stream_target("merge"), headers=auth()
         ) as stream:
@@ -59,15 +75,18 @@ async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(tmp_pa
             approve = await decide_at(server.port, hitl["requestId"], auth())
             assert approve.status == 200
             assert events_of(await rest_of(stream))[-1] == "end"
-        assert server.stop() == 0
-    with trio.fail_after(5):
-        while (
-            os.path.exists(f"/proc/{child_pid}")
-            and "zombie" not in open(f"/proc/{child_pid}/status").read().lower()
-        ):
-            await trio.sleep(0.05)
+        assert await stop(server) == 0
+
+    async def child_gone() -> bool:
+        try:
+            return "zombie" in (await child.read_text()).lower()
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+
+    await eventually(child_gone, within=5, step=0.05)
 
 
+@pytest.mark.slow
 def test_demo_shows_a_full_round_trip():
     env = {
         k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "JWT_SECRET")
@@ -112,8 +131,8 @@ async def test_serve_dev_without_secret_prints_a_working_curl_line(
 ):
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "JWT_SECRET")}
     env.update(REDIS_URL=redis_server.url, SECRET_KEY="", JWT_SECRET="")
-    with run_server(tmp_path, "--dev", env=env) as server:
-        text = server.log_path.read_text()
+    async with run_server(tmp_path, "--dev", env=env) as server:
+        text = await trio.Path(server.log_path).read_text()
         bearer = text.split("Authorization: Bearer ", 1)[1].split("'", 1)[0]
         assert f":{server.port}/aura/test/stream?message=" in text
         headers = {"Authorization": f"Bearer {bearer}"}

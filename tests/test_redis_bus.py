@@ -1,8 +1,8 @@
 """The bus and the HITL store against a real Redis: a transition is one atomic step,
 and what a local subscriber receives when this process announces a message itself.
 
-Loopback only, the session's redis-server, a `trio.fail_after` bound per test (the
-default of conftest's hook).
+Loopback only, the session's redis-server; each test is bounded by conftest's
+default 60 s.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import trio
 from aura_trio.bus.redis_bus import RedisBus
 from aura_trio.hitl import records as hitl
 from aura_trio.hitl.store import Caller, HitlStore
+
+from .helpers import eventually
 
 
 @pytest.fixture
@@ -105,6 +107,4 @@ async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: 
                 commands.start_soon(bus.commands.execute, "GET", f"k{n}")
         assert ours() == 3  # the subscriber and the two command connections
         nursery.cancel_scope.cancel()
-    with trio.fail_after(5):
-        while ours():
-            await trio.sleep(0.05)
+    await eventually(lambda: not ours(), within=5, step=0.05)

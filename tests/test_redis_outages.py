@@ -1,23 +1,32 @@
-"""Redis going away and coming back, with real redis-server processes."""
+"""Redis going away and coming back, with real redis-server processes.
+
+Each test starts its own redis-server and stops it in `finally` (`processes.run_redis`);
+each is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import trio
 
 from aura_trio import client
 from aura_trio.agents import AgentContext
 from aura_trio.sessions import events
+from bench.harness import pick_port
 
-from .conftest import free_port, start_redis
 from .helpers import HOST, events_of, eventually, rest_of, stream_target, until_hitl
+from .processes import run_redis
 
 
-async def _ready(port: int) -> int:
-    return (await client.request(HOST, port, "GET", "/health/ready")).status
+async def _readiness_is(status: int, port: int) -> bool:
+    return (await client.request(HOST, port, "GET", "/health/ready")).status == status
 
 
 async def test_redis_down_at_start_then_back_without_a_restart(start_server, tmp_path):
-    redis_port = free_port()
+    # Redis starts later on this port, so it is chosen now: outside the ephemeral
+    # range, where no other program is handed it meanwhile (bench/harness.py).
+    redis_port = pick_port()
     aura = await start_server(redis_url=f"redis://127.0.0.1:{redis_port}/0")
 
     live = await client.request(HOST, aura.port, "GET", "/health")
@@ -30,25 +39,17 @@ async def test_redis_down_at_start_then_back_without_a_restart(start_server, tmp
     assert refused.status == 503 and refused.headers["retry-after"].isdigit()
     assert refused.json()["status"] == "ERROR"
 
-    redis = start_redis(tmp_path, redis_port)
-    try:
-        with trio.fail_after(10):
-            while await _ready(aura.port) != 200:
-                await trio.sleep(0.1)
+    async with run_redis(tmp_path, port=redis_port) as redis:
+        await eventually(partial(_readiness_is, 200, aura.port), within=10, step=0.1)
         async with aura.stream("merge") as stream:
             hitl = await until_hitl(stream)
             assert (await aura.approve(hitl["requestId"])).status == 200
             assert events_of(await rest_of(stream))[-1] == "end"
-    finally:
-        redis.process.kill()
-        redis.process.wait()
-    with trio.fail_after(10):
-        while await _ready(aura.port) != 503:
-            await trio.sleep(0.1)
+        redis.kill()
+    await eventually(partial(_readiness_is, 503, aura.port), within=10, step=0.1)
 
 
 async def test_redis_stopping_while_a_session_stores_its_request_ends_it(start_server, tmp_path):
-    redis = start_redis(tmp_path)
     go = trio.Event()
 
     class WaitsThenAsks:
@@ -57,14 +58,14 @@ async def test_redis_stopping_while_a_session_stores_its_request_ends_it(start_s
             await go.wait()
             await ctx.request_approval("git_merge", {}, "ok?", {})
 
-    aura = await start_server(agent=WaitsThenAsks(), redis_url=redis.url)
-    async with aura.stream("merge") as stream:
-        await stream.events_until("thought")
-        redis.process.kill()
-        redis.process.wait()
-        go.set()
-        with trio.fail_after(10):  # bounded by the Redis timeout, never a hang
-            frames = await rest_of(stream)
+    async with run_redis(tmp_path) as redis:
+        aura = await start_server(agent=WaitsThenAsks(), redis_url=redis.url)
+        async with aura.stream("merge") as stream:
+            await stream.events_until("thought")
+            redis.kill()
+            go.set()
+            with trio.fail_after(10):  # bounded by the Redis timeout, never a hang
+                frames = await rest_of(stream)
     assert events_of(frames) == ["error"]
     assert frames[0].json()["errorType"] == "InternalError"
     assert frames[-1].is_done

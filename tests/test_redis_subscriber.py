@@ -17,8 +17,8 @@ import trio
 
 from aura_trio.bus.client import RedisClient, open_redis_client
 from aura_trio.bus.subscriber import serve_subscriber
+from bench.harness import RedisServer, start_redis
 
-from .conftest import RedisServer, start_redis
 from .helpers import eventually
 
 
@@ -116,7 +116,7 @@ async def test_subscribed_again_after_a_redis_restart(server: RedisServer, tmp_p
         await eventually(lambda: any(e.startswith("lost") for e in heard.events))
         await trio.sleep(0.3)  # a few failed attempts, with backoff
         assert heard.subscriptions == 1
-        restarted = start_redis(tmp_path, server.port)
+        restarted = start_redis(tmp_path, port=server.port)
         try:
             await eventually(lambda: heard.subscriptions == 2, within=5)
             async with open_redis_client(restarted.url) as client:

@@ -24,8 +24,8 @@ from aura_trio.bus.client import RedisClient, Script, open_redis_client
 from aura_trio.bus.errors import ReadOnlyError, ReplyError, TransportError
 from aura_trio.bus.subscriber import serve_subscriber
 from aura_trio.errors import StoreUnavailable
+from bench.harness import RedisServer, start_redis
 
-from .conftest import RedisServer, start_redis
 from .helpers import eventually
 
 # Holds the whole server for ARGV[1] microseconds (DEBUG SLEEP is off by default).
@@ -180,7 +180,7 @@ async def test_error_replies_are_store_unavailable_with_redis_message(redis: Red
 async def test_a_write_to_a_replica_raises_read_only(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    replica = start_redis(tmp_path, None, "--replicaof", "127.0.0.1", str(redis_server.port))
+    replica = start_redis(tmp_path, "--replicaof", "127.0.0.1", str(redis_server.port))
     try:
         async with open_redis_client(f"redis://127.0.0.1:{replica.port}") as client:
             with pytest.raises(ReadOnlyError) as read_only:

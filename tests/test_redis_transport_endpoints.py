@@ -8,6 +8,7 @@ certificate for 127.0.0.1 and localhost), in tmp_path.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from functools import partial
@@ -19,9 +20,9 @@ import trio
 from aura_trio.bus.client import open_redis_client
 from aura_trio.bus.errors import TransportError
 from aura_trio.bus.subscriber import serve_subscriber
+from bench.harness import start_redis
 
 from .bus_servers import Certificates, Launched, launch_redis, make_certificates
-from .conftest import start_redis
 from .helpers import eventually
 
 
@@ -107,7 +108,7 @@ async def test_rediss_checks_the_host_name(tmp_path: Path) -> None:
 async def test_unix_socket(tmp_path: Path) -> None:
     directory = Path(tempfile.mkdtemp(prefix="aura-bus-", dir="/tmp"))  # paths ≤ 107 bytes
     path = directory / "redis.sock"
-    server = start_redis(tmp_path, None, "--unixsocket", str(path), "--unixsocketperm", "700")
+    server = start_redis(tmp_path, "--unixsocket", str(path), "--unixsocketperm", "700")
     try:
         async with open_redis_client(f"unix://{path}?db=2") as client:
             assert await client.execute("SET", "unix:k", "v") == b"OK"
@@ -115,7 +116,5 @@ async def test_unix_socket(tmp_path: Path) -> None:
             assert b" db=2 " in info and str(path).encode() in info
         assert server.client().get("unix:k") is None  # db 0
     finally:
-        server.process.kill()
-        server.process.wait()
-        path.unlink(missing_ok=True)
-        directory.rmdir()
+        server.kill()
+        shutil.rmtree(directory, ignore_errors=True)

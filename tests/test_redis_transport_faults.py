@@ -19,9 +19,10 @@ import trio
 from aura_trio.bus.address import RedisAddress
 from aura_trio.bus.client import RedisClient, Script, open_redis_client
 from aura_trio.bus.errors import TransportError
+from bench.harness import RedisServer, start_redis
+from bench.harness import pick_port as free_port
 
 from .bus_servers import launch_redis
-from .conftest import RedisServer, free_port, start_redis
 from .helpers import eventually
 
 DEBUG = ("--enable-debug-command", "local")
@@ -49,7 +50,7 @@ async def fails_fast(call: Callable[[], Awaitable[object]], *, within: float = 0
 async def test_sigkill_fails_pending_callers_at_once_then_the_same_client_recovers(
     tmp_path: Path,
 ) -> None:
-    server = start_redis(tmp_path, None, *DEBUG)
+    server = start_redis(tmp_path, *DEBUG)
     try:
         async with open_redis_client(server.url, timeout=5.0) as client:
             await client.execute("PING")
@@ -76,7 +77,7 @@ async def test_sigkill_fails_pending_callers_at_once_then_the_same_client_recove
             assert client.stats.drops == 2 and not client.connected
             await fails_fast(lambda: client.execute("PING"))
 
-            server = start_redis(tmp_path, server.port, *DEBUG)
+            server = start_redis(tmp_path, *DEBUG, port=server.port)
             await answers(client, within=5)
             assert client.stats.drops == 2 and client.connected
     finally:
@@ -133,7 +134,7 @@ async def test_a_script_runs_again_after_a_restart(tmp_path: Path) -> None:
             assert await client.run_script(script, args=["once"]) == b"ran once"
             server.process.kill()
             server.process.wait()
-            server = start_redis(tmp_path, server.port)
+            server = start_redis(tmp_path, port=server.port)
             await answers(client, within=5)
             assert await client.execute("SCRIPT", "EXISTS", script.sha) == [0]
             assert await client.run_script(script, args=["twice"]) == b"ran twice"
@@ -144,7 +145,7 @@ async def test_a_script_runs_again_after_a_restart(tmp_path: Path) -> None:
 
 
 async def test_a_connection_whose_oldest_reply_is_overdue_is_presumed_dead(tmp_path: Path) -> None:
-    server = start_redis(tmp_path, None, *DEBUG)
+    server = start_redis(tmp_path, *DEBUG)
     try:
         async with open_redis_client(server.url, timeout=0.5) as client:
             await client.execute("PING")
@@ -225,7 +226,7 @@ async def test_redis_down_at_start_fails_fast_then_connects_when_it_appears(tmp_
         assert "cannot connect" in reason
         await fails_fast(lambda: client.transaction([("PING",)]))
         assert client.last_error is not None and not client.connected
-        server = start_redis(tmp_path, port)
+        server = start_redis(tmp_path, port=port)
         try:
             await answers(client, within=5)
             await eventually(lambda: client.stats.connects == 2, within=3)

@@ -1,9 +1,14 @@
-"""Many clients at once: a reconnect storm, and a crowd of clients that stop reading."""
+"""Many clients at once: a reconnect storm, and a crowd of clients that stop reading.
+
+In-process servers; both tests are `slow` (~12 s each), bounded by conftest's default
+60 s (the storm also by its own `fail_after(60)`).
+"""
 
 from __future__ import annotations
 
 import resource
 
+import pytest
 import trio
 
 from aura_trio import client
@@ -11,11 +16,21 @@ from aura_trio.agents import AgentContext
 from aura_trio.sessions import events
 from aura_trio.sessions.session import OUTBOX_FRAMES
 
-from .helpers import HOST, auth, events_of, eventually, rest_of, stream_target, until_hitl
-from .test_http_layer import listen_overflows
-from .test_session_teardown import open_stream_and_stop_reading
+from .helpers import (
+    HOST,
+    auth,
+    events_of,
+    eventually,
+    listen_overflows,
+    open_stream_and_stop_reading,
+    rest_of,
+    stream_target,
+    until_hitl,
+    until_stalled,
+)
 
 
+@pytest.mark.slow
 async def test_reconnect_storm_of_1000_streams_is_served(start_server):
     """A Gateway restart: 1,000 streams opened at once, all waiting, then all approved."""
     aura = await start_server()
@@ -50,6 +65,7 @@ def _rss_bytes() -> int:
         return int(statm.read().split()[1]) * resource.getpagesize()
 
 
+@pytest.mark.slow
 async def test_500_clients_that_stop_reading_hold_bounded_memory_then_are_dropped(start_server):
     produced = 0
 
@@ -64,12 +80,9 @@ async def test_500_clients_that_stop_reading_hold_bounded_memory_then_are_droppe
     sockets = [await open_stream_and_stop_reading(aura.port) for _ in range(500)]
     await eventually(lambda: len(aura.state.registry) == 500, within=20)
     # Every producer stalls: socket buffers and the bounded outboxes are full.
-    with trio.fail_after(20):
-        previous = -1
-        while produced != previous:
-            previous = produced
-            await trio.sleep(0.5)
+    await until_stalled(lambda: produced, quiet=0.5, within=20)
     stalled_rss = _rss_bytes()
+    # Not synchronisation: the stall goes on for a second, and memory must not grow.
     await trio.sleep(1)
     # What the server holds per client is its bounded outbox, however long they stall.
     outboxes = [session.frames.statistics().current_buffer_used for session in aura.state.registry]

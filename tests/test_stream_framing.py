@@ -1,4 +1,7 @@
-"""SSE framing on the wire (docs/contract.md#the-stream), read from a real server over TCP."""
+"""SSE framing on the wire (docs/contract.md#the-stream), read from a real server over TCP.
+
+In-process servers on the session's Redis; each test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """Hypothesis against a live server: any prompt and context survive the trip; any signal
-bytes leave the subscriber and a waiting session unharmed."""
+bytes leave the subscriber and a waiting session unharmed.
+
+The servers are child processes (`processes.serve`), stopped in `finally`. The async
+property is bounded by conftest's default 60 s (all its examples together); the sync
+one by its sockets' 10 s timeouts.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -15,9 +22,8 @@ from hypothesis import strategies as st
 from aura_trio import client
 
 from . import sse_spec
-from .conftest import RedisServer, free_port
 from .helpers import HOST, auth, stream_target
-from .processes import ServerProcess, run_server
+from .processes import RedisServer, ServerProcess, serve
 
 PROPERTY = settings(
     max_examples=60,
@@ -46,7 +52,7 @@ def echo_server(
         "AURA_MAX_STREAMS_PER_USER": "1000",
         "AURA_LOG_LEVEL": "WARNING",
     }
-    with run_server(tmp_path_factory.mktemp("echo"), env=env, port=free_port()) as server:
+    with serve(tmp_path_factory.mktemp("echo"), env=env) as server:
         yield server
 
 
@@ -83,7 +89,7 @@ async def test_any_prompt_and_context_round_trip_one_event_per_frame(echo_server
 
 
 class _WaitingStream:
-    """A stream held open on a plain socket, waiting for approval, across examples."""
+    """A stream held open on a plain socket, waiting for approval."""
 
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=10)
@@ -118,18 +124,8 @@ class _WaitingStream:
             self.received += chunk
         return self.received
 
-
-@pytest.fixture(scope="module")
-def waiting_stream(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> Iterator[tuple]:
-    env = {
-        "REDIS_URL": redis_server.url,
-        "AURA_HITL_TIMEOUT_SECONDS": "600",
-        "AURA_LOG_LEVEL": "WARNING",
-    }
-    with run_server(tmp_path_factory.mktemp("signals"), env=env, port=free_port()) as server:
-        yield server, _WaitingStream(server.port), redis_server.client()
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _ready(port: int) -> bool:
@@ -138,31 +134,45 @@ def _ready(port: int) -> bool:
         return sock.recv(64).startswith(b"HTTP/1.1 200")
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    payload=st.binary(max_size=512)
-    | st.text(any_char).map(lambda t: t.encode("utf-8", "surrogatepass")),
-    to_session=st.booleans(),
-)
 def test_arbitrary_signal_bytes_never_crash_a_session_or_the_subscriber(
-    waiting_stream, payload, to_session
+    tmp_path: Path, redis_server: RedisServer
 ):
-    server, stream, raw = waiting_stream
-    session_id = stream.hitl["sessionId"] if to_session else "sess_" + "f" * 32
-    raw.publish(f"hitl:channel:{session_id}", payload)
-    raw.set(f"hitl:signal:{session_id}", payload, ex=300)
-    time.sleep(0.002)
-    assert server.process.poll() is None
-    assert stream.nothing_new()
+    """Junk on the session's channel and in its stored signal, then the real approval:
+    one test, so the junk and the check after it cannot be separated or reordered."""
+    env = {
+        "REDIS_URL": redis_server.url,
+        "AURA_HITL_TIMEOUT_SECONDS": "600",
+        "AURA_LOG_LEVEL": "WARNING",
+    }
+    with (
+        serve(tmp_path, env=env) as server,
+        closing(_WaitingStream(server.port)) as stream,
+        closing(redis_server.client()) as raw,
+    ):
 
+        @settings(max_examples=150, deadline=None)
+        @given(
+            payload=st.binary(max_size=512)
+            | st.text(any_char).map(lambda t: t.encode("utf-8", "surrogatepass")),
+            to_session=st.booleans(),
+        )
+        def junk_is_ignored(payload: bytes, to_session: bool) -> None:
+            session_id = stream.hitl["sessionId"] if to_session else "sess_" + "f" * 32
+            raw.publish(f"hitl:channel:{session_id}", payload)
+            raw.set(f"hitl:signal:{session_id}", payload, ex=300)
+            # A moment for a wrong reaction to show. Not synchronisation: a reaction
+            # that comes later is still caught, by `nothing_new` on a later example or
+            # by the ending checked below.
+            time.sleep(0.002)
+            assert server.process.poll() is None
+            assert stream.nothing_new()
 
-def test_after_the_junk_the_waiting_session_still_resumes(waiting_stream):
-    server, stream, raw = waiting_stream
-    assert _ready(server.port)
-    approval = {"type": "approval", "requestId": stream.hitl["requestId"], "status": "approved"}
-    raw.publish(f"hitl:channel:{stream.hitl['sessionId']}", json.dumps(approval))
-    body = stream.rest()
-    assert b"event: end" in body and body.count(b"data: [DONE]") == 1
+        junk_is_ignored()
+
+        # After the junk, the waiting session still resumes on its real approval.
+        assert _ready(server.port)
+        approval = {"type": "approval", "requestId": stream.hitl["requestId"], "status": "approved"}
+        raw.publish(f"hitl:channel:{stream.hitl['sessionId']}", json.dumps(approval))
+        body = stream.rest()
+        assert b"event: end" in body and body.count(b"data: [DONE]") == 1
     assert not [e for e in server.logs() if e.get("level") == "ERROR"]

@@ -1,11 +1,14 @@
-"""`serve --workers N`: several processes on one port and one Redis, supervised."""
+"""`serve --workers N`: several processes on one port and one Redis, supervised.
+
+The servers are child processes (`processes.run_server`), stopped in `finally`; the
+Redis is the session's. Each test is bounded by conftest's default 60 s.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
 import time
 
 import h11
@@ -26,16 +29,22 @@ from .helpers import (
     stream_target,
     until_hitl,
 )
-from .processes import run_server
+from .processes import run_server, stop
 
 STREAMS = 16
 
 
-def worker_pids(supervisor_pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(supervisor_pid)], capture_output=True, text=True
-    ).stdout
-    return [int(pid) for pid in out.split()]
+async def worker_pids(supervisor_pid: int) -> list[int]:
+    listed = await trio.run_process(
+        ["ps", "-o", "pid=", "--ppid", str(supervisor_pid)], capture_stdout=True, check=False
+    )
+    return [int(pid) for pid in listed.stdout.split()]
+
+
+async def worker_index(pid: int) -> int:
+    """The `--worker-index` the supervisor gave this worker (it tags its log lines)."""
+    args = (await trio.Path(f"/proc/{pid}/cmdline").read_bytes()).split(b"\0")
+    return int(args[args.index(b"--worker-index") + 1])
 
 
 async def _open_waiting_streams(
@@ -61,8 +70,8 @@ async def test_workers_share_one_port_and_approve_each_others_sessions(
     tmp_path, redis_server, raw_redis
 ):
     env = {"REDIS_URL": redis_server.url, "AURA_METRICS": "1"}
-    with run_server(tmp_path, "--workers", "2", env=env) as server:
-        assert len(worker_pids(server.process.pid)) == 2
+    async with run_server(tmp_path, "--workers", "2", env=env) as server:
+        assert len(await worker_pids(server.pid)) == 2
         results: list = []
         async with trio.open_nursery() as nursery:
             waiting = await _open_waiting_streams(server.port, STREAMS, nursery, results)
@@ -80,7 +89,7 @@ async def test_workers_share_one_port_and_approve_each_others_sessions(
                 if s.name == "aura_sessions_total" and s.labels == {"ending": "completed"}
             ]
             assert completed == [STREAMS]
-        assert server.stop() == 0
+        assert await stop(server) == 0
     ended_on = {
         e.get("worker") for e in server.logs() if e.get("msg", "").startswith("session ended")
     }
@@ -89,13 +98,13 @@ async def test_workers_share_one_port_and_approve_each_others_sessions(
 
 async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path, redis_server, raw_redis):
     env = {"REDIS_URL": redis_server.url, "AURA_SHUTDOWN_GRACE_SECONDS": "4"}
-    with run_server(tmp_path, "--workers", "2", env=env) as server:
+    async with run_server(tmp_path, "--workers", "2", env=env) as server:
         results: list = []
         async with trio.open_nursery() as nursery:
             waiting = await _open_waiting_streams(server.port, STREAMS, nursery, results)
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
-        assert server.stop(timeout=15) == 0
+        assert await stop(server, within=15) == 0
         took = time.monotonic() - signalled
     for frames in results:
         assert events_of(frames) == ["error"]
@@ -111,24 +120,28 @@ async def test_sigterm_drains_every_worker_and_exits_zero(tmp_path, redis_server
 async def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
     tmp_path, redis_server, raw_redis
 ):
-    with run_server(tmp_path, "--workers", "2", env={"REDIS_URL": redis_server.url}) as server:
-        first, second = worker_pids(server.process.pid)
+    async with run_server(
+        tmp_path, "--workers", "2", env={"REDIS_URL": redis_server.url}
+    ) as server:
+        first, second = await worker_pids(server.pid)
         os.kill(first, signal.SIGKILL)
-        with trio.fail_after(5):  # reaped by the supervisor: every thread gone, its socket closed
-            while first in worker_pids(server.process.pid):
-                await trio.sleep(0.01)
+
+        async def reaped() -> bool:  # by the supervisor: every thread gone, its socket closed
+            return first not in await worker_pids(server.pid)
+
+        async def replaced() -> bool:
+            pids = await worker_pids(server.pid)
+            return first not in pids and len(pids) >= 2
+
+        await eventually(reaped, within=5)
         for _ in range(6):  # until its replacement is up, the other worker serves alone
             async with client.open_sse(
                 HOST, server.port, stream_target("hi"), headers=auth()
             ) as stream:
                 assert events_of(await rest_of(stream))[-1] == "end"
-        with trio.fail_after(10):
-            while (
-                first in worker_pids(server.process.pid) or len(worker_pids(server.process.pid)) < 2
-            ):
-                await trio.sleep(0.1)
-        assert second in worker_pids(server.process.pid)
-        assert server.stop() == 0
+        await eventually(replaced, within=10, step=0.1)
+        assert second in await worker_pids(server.pid)
+        assert await stop(server) == 0
 
 
 async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
@@ -157,15 +170,27 @@ async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
     def status(hitl: dict) -> str:
         return json.loads(raw_redis.get(f"hitl:request:{hitl['requestId']}"))["status"]
 
-    with run_server(tmp_path, "--workers", "2", env=env) as server:
-        victim = worker_pids(server.process.pid)[0]
+    def asked_on(worker: int) -> set[str]:
+        """The requests worker `worker` opened, from its log lines."""
+        return {
+            e["requestId"]
+            for e in server.logs()
+            if e.get("msg") == "HITL request asked" and e.get("worker") == worker
+        }
+
+    async with run_server(tmp_path, "--workers", "2", env=env) as server:
+        victim = (await worker_pids(server.pid))[0]
         async with trio.open_nursery() as nursery:
             for n in range(STREAMS):
                 nursery.start_soon(one, n)
             await eventually(lambda: len(waiting) == STREAMS, within=20, step=0.02)
+            await eventually(lambda: len(asked_on(0) | asked_on(1)) == STREAMS)
+            victims_requests = asked_on(await worker_index(victim))
             os.kill(victim, signal.SIGKILL)
-            await eventually(lambda: broken, within=10, step=0.05)
-            await trio.sleep(0.3)  # every stream of the victim has broken by now
+            # Every stream of the victim has broken, and only those.
+            await eventually(
+                lambda: {h["requestId"] for h in broken} == victims_requests, within=10, step=0.05
+            )
             assert 0 < len(broken) < STREAMS, "sessions should have been spread over both workers"
             # Swept once the victim's heartbeat (1 s) has expired.
             await eventually(
