@@ -109,7 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _serve_one(settings: Settings, dev: bool) -> int:
     from .app import create_app
-    from .http.runner import freeze_start_up_objects, serve_until_signal
+    from .collector import freeze_start_up_objects
+    from .http.runner import serve_until_signal
 
     app = create_app(settings)
     freeze_start_up_objects()

@@ -54,6 +54,8 @@ class Settings:
     # Roles that may read the audit log; its length per tenant (approximate cap).
     audit_roles: tuple[str, ...] = ("ADMIN",)
     audit_max_len: int = 10_000
+    # Every this many seconds the collector's young survivors are frozen (0: never).
+    gc_freeze_seconds: float = 1.0
     listen_backlog: int = 2048
 
     @classmethod
@@ -111,6 +113,7 @@ class Settings:
             ),
             "audit_roles": reader.names("AURA_AUDIT_ROLES", d.audit_roles),
             "audit_max_len": reader.integer("AURA_AUDIT_MAX_LEN", d.audit_max_len, minimum=1),
+            "gc_freeze_seconds": reader.number("AURA_GC_FREEZE_SECONDS", d.gc_freeze_seconds),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

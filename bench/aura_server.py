@@ -24,7 +24,7 @@ import trio
 from quart import Response, request
 
 from aura_trio import Settings, create_app, serve_until_signal, state_of
-from aura_trio.http.runner import freeze_start_up_objects
+from aura_trio.collector import freeze_start_up_objects
 from aura_trio.logs import configure_logging
 from aura_trio.metrics import live_tasks
 
