@@ -45,6 +45,8 @@ class Settings:
     # signal is re-read, the safety net for a PUBLISH nobody received.
     signal_poll_seconds: float = 5.0
     worker_ttl_seconds: int = 15
+    # `Origin`s allowed to open a WebSocket (lower case, no trailing slash); None: any.
+    ws_allowed_origins: frozenset[str] | None = None
     keep_alive_seconds: float = 5.0
     redis_timeout_seconds: float = 3.0
     redis_max_connections: int = 16
@@ -99,6 +101,7 @@ class Settings:
             "worker_ttl_seconds": reader.integer(
                 "AURA_WORKER_TTL_SECONDS", d.worker_ttl_seconds, minimum=1
             ),
+            "ws_allowed_origins": reader.origins("AURA_WS_ALLOWED_ORIGINS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -155,6 +158,15 @@ class _Reader:
         if value < 0 or (positive and value == 0) or value != value:
             raise ConfigError(f"{name}={raw} must be {'> 0' if positive else '>= 0'}")
         return value
+
+    def origins(self, name: str) -> frozenset[str] | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        origins = frozenset(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+        if not origins or any("://" not in o for o in origins):
+            raise ConfigError(f"{name}={raw!r} must be comma-separated origins (https://host)")
+        return origins
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

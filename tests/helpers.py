@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -55,6 +55,12 @@ class Aura:
             HOST, self.port, stream_target(message), headers=headers or auth(), **kwargs
         ) as stream:
             yield stream
+
+    def ws(
+        self, *, headers: dict[str, str] | None = None, **options: Any
+    ) -> AbstractAsyncContextManager[client.WsSession]:
+        """A WebSocket to `/aura/ws` (alice of t1 unless `headers` say otherwise)."""
+        return client.open_ws(HOST, self.port, headers=auth() if headers is None else headers, **options)
 
     async def request(
         self, method: str, target: str, *, headers: dict[str, str] | None = None, body: Any = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Quart, Response
 from quart_schema import document_request, document_response
 
@@ -22,21 +24,35 @@ from .openapi import documented
 from .requests import authenticated, check_path_id, read_json
 
 
+async def apply_decision(
+    store: HitlStore, principal: Principal, request_id: str, decision: hitl.Decision, body: Any
+) -> dict[str, Any]:
+    """Approve or reject for `principal`, over HTTP or a WebSocket; returns the answer's data.
+
+    Raises (as the envelope, or a WebSocket `error`): 400 a bad id or body, 403 a
+    `userId` that is not the caller's, 404 not the caller's tenant's, 409 not pending.
+    """
+    check_path_id(request_id, "requestId")
+    parsed = parse(DecisionBody, body or {})
+    if parsed.userId is not None and parsed.userId != principal.user_id:
+        raise ForbiddenError("userId does not match the token's subject")
+    reason = (parsed.reason or hitl.DEFAULT_REJECT_REASON) if decision == hitl.REJECTED else None
+    decided = await store.decide(
+        request_id, principal.tenant_id, decision, user_id=principal.user_id, reason=reason
+    )
+    data = {"requestId": request_id, "sessionId": decided.session_id, "status": decision}
+    if reason is not None:
+        data["reason"] = reason
+    return data
+
+
 def register_hitl_routes(app: Quart, store: HitlStore, authenticator: Authenticator) -> None:
     auth = authenticated(authenticator)
 
     async def decide(principal: Principal, request_id: str, decision: hitl.Decision) -> Response:
-        check_path_id(request_id, "requestId")
-        body = parse(DecisionBody, await read_json(required=False) or {})
-        if body.userId is not None and body.userId != principal.user_id:
-            raise ForbiddenError("userId does not match the token's subject")
-        reason = (body.reason or hitl.DEFAULT_REJECT_REASON) if decision == hitl.REJECTED else None
-        decided = await store.decide(
-            request_id, principal.tenant_id, decision, user_id=principal.user_id, reason=reason
-        )
-        data = {"requestId": request_id, "sessionId": decided.session_id, "status": decision}
-        if reason is not None:
-            data["reason"] = reason
+        check_path_id(request_id, "requestId")  # before the body, as ever
+        body = await read_json(required=False)
+        data = await apply_decision(store, principal, request_id, decision, body)
         return json_response(envelope_success(data, f"HITL request {decision}"))
 
     @app.post("/aura/hitl/approve/<request_id>")
