@@ -60,7 +60,9 @@ class Aura:
         self, *, headers: dict[str, str] | None = None, **options: Any
     ) -> AbstractAsyncContextManager[client.WsSession]:
         """A WebSocket to `/aura/ws` (alice of t1 unless `headers` say otherwise)."""
-        return client.open_ws(HOST, self.port, headers=auth() if headers is None else headers, **options)
+        return client.open_ws(
+            HOST, self.port, headers=auth() if headers is None else headers, **options
+        )
 
     async def request(
         self, method: str, target: str, *, headers: dict[str, str] | None = None, body: Any = None
