@@ -175,3 +175,9 @@ async def test_redis_unreachable_is_503(start_server):
     assert rejection.status_code == 503
     assert envelope_of(rejection)["errorCode"] == "SERVICE_UNAVAILABLE"
     assert (header(rejection, "retry-after") or "").isdigit()
+
+
+async def test_headers_over_16_kib_are_431_before_accept(aura):
+    rejection = await refused(aura.port, headers={**auth(), "X-Padding": "p" * 17000})
+    assert rejection.status_code == 431
+    assert envelope_of(rejection)["errorCode"] == "HEADERS_TOO_LARGE"

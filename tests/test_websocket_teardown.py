@@ -155,3 +155,19 @@ async def test_shutdown_ends_open_sockets_with_server_shutdown_done_and_1001(
     assert stored_request(raw_redis, hitl["requestId"])["status"] == "cancelled"
     with trio.fail_after(5):
         await aura.stopped.wait()
+
+
+async def test_a_stuck_socket_cannot_hold_shutdown_past_the_grace(start_server):
+    aura = await start_server(
+        agent=Firehose(), send_timeout_seconds=60.0, shutdown_grace_seconds=2.0
+    )
+    raw = await raw_upgrade(aura.port, auth(), receive_buffer=4096)
+    await raw.send_json(type="start", prompt="go")
+    await eventually(lambda: len(aura.state.registry) == 1, within=2.0)
+    await trio.sleep(0.5)  # the buffers fill: the server is now blocked writing to us
+    aura.stop.set()
+    # Bounded by the grace (2 s) plus the connection close reserve, not by the 60 s send timeout.
+    with trio.fail_after(5):
+        await aura.stopped.wait()
+    assert len(aura.state.registry) == 0
+    await raw.drop()
