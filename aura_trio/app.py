@@ -29,7 +29,8 @@ from .errors import ApiError, HeadersTooLargeError, StoreUnavailable
 from .hitl import records as hitl
 from .hitl.liveness import Liveness, new_worker_id, requests_key
 from .hitl.store import HitlStore
-from .http.connection import ClosingHTTPConnection, DrainingWebsocketConnection
+from .http.connection import ClosingHTTPConnection
+from .http.websocket import SessionWebsocket, SessionWebsocketConnection
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions.registry import SessionRegistry
 from .sessions.session import SessionServices
@@ -48,7 +49,8 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     settings.check_secret()
     app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
-    app.asgi_websocket_class = DrainingWebsocketConnection
+    app.asgi_websocket_class = SessionWebsocketConnection
+    app.websocket_class = SessionWebsocket
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # No cancel scope around every response: a client too slow to take one is
     # dropped by the send timeout, streams included.

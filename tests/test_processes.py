@@ -111,7 +111,7 @@ def test_demo_over_a_websocket_approves_on_the_same_socket():
         assert "subprotocol aura.v1" in out and "POST" not in out
         ack = f'"type": "ack", "action": "{verb}"'
         assert out.index("hitl") < out.index(f"→ {verb} req_") < out.index(ack)
-        assert out.index(ack) < out.index(ending) < out.index('{"type": "done"}')
+        assert out.index(f"→ {verb} req_") < out.index(ending) < out.index('{"type": "done"}')
         assert out.rstrip().splitlines()[-3] == "← close 1000"
 
 

@@ -22,6 +22,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 from aura_trio import client
 
@@ -119,7 +120,9 @@ async def raw_upgrade(
     *,
     subprotocols: list[str] | None = None,
     receive_buffer: int | None = None,
+    deflate: bool = False,
 ) -> RawWs:
+    """Upgrade on a raw socket; `deflate` offers permessage-deflate, as browsers do."""
     sock = trio.socket.socket()
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -131,6 +134,7 @@ async def raw_upgrade(
         target="/aura/ws",
         subprotocols=subprotocols or [],
         extra_headers=[(k.encode(), v.encode()) for k, v in headers.items()],
+        extensions=[PerMessageDeflate()] if deflate else [],
     )
     await stream.send_all(connection.send(request))
     received = b""

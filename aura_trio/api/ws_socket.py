@@ -9,7 +9,8 @@ reader task for the client's messages in the session's nursery.
             └── session scope: agent, heartbeat, signal-waiter, reader
 
 The handler is the only task that writes to the socket: the reader's answers (`ack`,
-`error`) go through the session's outbox, in line with the events.
+`error`) go through the session's outbox, in line with the events, and frames that
+queued up go out in one socket write (`SessionWebsocket.send_texts`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from ..agents import StreamRequest
 from ..auth import Principal
 from ..errors import ApiError, StoreUnavailable, ValidationError
 from ..hitl import records as hitl
+from ..http.websocket import SessionWebsocket
 from ..sessions import endings
 from ..sessions import ws_protocol as wsp
 from ..sessions.endings import Ending
-from ..sessions.session import Session, SessionServices, open_session
+from ..sessions.session import OUTBOX_FRAMES, Session, SessionServices, open_session
 from .hitl_routes import apply_decision
 from .models import StreamBody, parse
 from .requests import with_context_headers
@@ -86,12 +88,19 @@ class SessionSocket:
         with self._transport:
             async with open_session(session, self._read) as frames:
                 async for frame in frames:
-                    await self._ws.send(frame)
+                    await self._send([frame, *_queued(frames)])
         if self._violation is not None:
             return self._violation.code
         if session.ending is not None and session.ending.kind == "shutdown":
             return wsp.Close.GOING_AWAY
         return wsp.Close.NORMAL
+
+    async def _send(self, frames: list[str]) -> None:
+        if isinstance(self._ws, SessionWebsocket):
+            await self._ws.send_texts(frames)  # one socket write
+        else:
+            for frame in frames:
+                await self._ws.send(frame)
 
     # --- before `start` --------------------------------------------------------------
 
@@ -197,6 +206,17 @@ class SessionSocket:
         except ValidationError as error:
             await reply(_refusal(error))
             return None
+
+
+def _queued(frames: trio.MemoryReceiveChannel[str]) -> list[str]:
+    """What else the session has already queued (sent in the same write)."""
+    queued: list[str] = []
+    while len(queued) < OUTBOX_FRAMES:
+        try:
+            queued.append(frames.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return queued
 
 
 def _refusal(error: ApiError, request_id: str | None = None) -> str:
