@@ -4,13 +4,13 @@ reader task for the client's messages in the session's nursery.
     WebSocket handler (ws_routes.py): accept ── SessionSocket.run ── close(code)
     ├── before `start`: read messages (≤ AURA_SEND_TIMEOUT_SECONDS, else 1008)
     └── transport scope  ← cancelled by a protocol violation (1003 / 1008 / 1009)
-        ├── sends the session's frames, one message each
+        ├── sends the session's frames (what queued up: one socket write)
         └── open_session nursery: Session.run
             └── session scope: agent, heartbeat, signal-waiter, reader
 
-The handler is the only task that writes to the socket: the reader's answers (`ack`,
-`error`) go through the session's outbox, in line with the events, and frames that
-queued up go out in one socket write (`SessionWebsocket.send_texts`).
+The handler is the only task that writes to the socket: the reader's answers
+(`ack`, `error`) go through the session's outbox, in line with the events
+(docs/design-notes.md#websocket-one-writer-batched).
 """
 
 from __future__ import annotations
