@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from quart import Quart, Response, request
+from quart import Quart, Response, has_request_context, request, websocket
 from quart_schema import document_response, hide
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -22,6 +22,7 @@ from .api.hitl_routes import register_hitl_routes
 from .api.models import Failure, HealthStatus, Success
 from .api.openapi import install_openapi
 from .api.stream_routes import register_stream_routes
+from .api.ws_routes import register_ws_routes
 from .auth import Authenticator
 from .bus.redis_bus import RedisBus
 from .errors import ApiError, HeadersTooLargeError, StoreUnavailable
@@ -29,6 +30,7 @@ from .hitl import records as hitl
 from .hitl.liveness import Liveness, new_worker_id, requests_key
 from .hitl.store import HitlStore
 from .http.connection import ClosingHTTPConnection
+from .http.websocket import SessionWebsocket, SessionWebsocketConnection
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions.registry import SessionRegistry
 from .sessions.session import SessionServices
@@ -47,6 +49,8 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     settings.check_secret()
     app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
+    app.asgi_websocket_class = SessionWebsocketConnection
+    app.websocket_class = SessionWebsocket
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # No cancel scope around every response: a client too slow to take one is
     # dropped by the send timeout, streams included.
@@ -103,10 +107,12 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     _register_health(app, state)
 
     @app.before_request
+    @app.before_websocket
     async def limit_headers() -> None:
         # Hypercorn (h11) refuses only headers that arrive incomplete beyond 16 KiB; a
         # request that arrives whole in one read is measured here.
-        size = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+        headers = request.headers if has_request_context() else websocket.headers
+        size = sum(len(name) + len(value) + 4 for name, value in headers.items())
         if size > MAX_HEADER_BYTES:
             raise HeadersTooLargeError(f"request headers exceed {MAX_HEADER_BYTES} bytes")
 
@@ -128,6 +134,13 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     )
     register_stream_routes(app, services, state.authenticator)
     register_hitl_routes(app, store, state.authenticator, audit_roles=settings.audit_roles)
+    register_ws_routes(
+        app,
+        services,
+        state.authenticator,
+        allowed_origins=settings.ws_allowed_origins,
+        send_timeout=settings.send_timeout_seconds,
+    )
     install_openapi(app)
     return app
 

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a full approval round trip on the embedded Redis")
     demo.add_argument("--reject", action="store_true", help="reject instead of approving")
+    demo.add_argument(
+        "--ws", action="store_true", help="over a WebSocket, approving on the same socket"
+    )
     return parser
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(reject=args.reject)
+            return run_demo(reject=args.reject, ws=args.ws)
         return _serve(args)
     except (ConfigError, EmbeddedRedisError) as error:
         print(f"aura-trio: {error}", file=sys.stderr)

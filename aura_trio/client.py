@@ -1,15 +1,17 @@
-"""A small HTTP/1.1 + SSE client over Trio sockets (h11), for the demo and the tests."""
+"""A small client for the demo, the tests and the bench: HTTP/1.1 and SSE over Trio
+sockets (h11), and the WebSocket transport (trio-websocket)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
 import trio
+import trio_websocket
 
 _READ_SIZE = 65536
 
@@ -237,3 +239,60 @@ async def open_sse(
         yield stream
     finally:
         await stream.aclose()
+
+
+class WsSession:
+    """A session over `GET /aura/ws`: JSON messages both ways. Once the server has
+    closed, `receive()` raises `trio_websocket.ConnectionClosed`; `ws.closed.code`."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self.ws = ws
+
+    async def send(self, message_type: str, **fields: Any) -> None:
+        await self.ws.send_message(json.dumps({"type": message_type, **fields}, ensure_ascii=False))
+
+    async def start(self, prompt: str, **fields: Any) -> None:  # context, thread_id, lastEventId
+        await self.send("start", prompt=prompt, **fields)
+
+    async def decide(self, verb: str, request_id: str, **fields: Any) -> None:  # userId, reason
+        await self.send(verb, requestId=request_id, **fields)
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self.ws.get_message()
+        data: dict[str, Any] = json.loads(message)
+        return data
+
+    async def until(self, event_type: str) -> list[dict[str, Any]]:
+        """Messages received up to and including the first `event` of `event_type`."""
+        messages = []
+        while True:
+            messages.append(await self.receive())
+            if messages[-1].get("event") == event_type:
+                return messages
+
+    async def rest(self) -> list[dict[str, Any]]:
+        """Every message until the server closes."""
+        messages = []
+        with suppress(trio_websocket.ConnectionClosed):
+            while True:
+                messages.append(await self.receive())
+        return messages
+
+
+@asynccontextmanager
+async def open_ws(
+    host: str,
+    port: int,
+    *,
+    headers: Mapping[str, str] | None = None,
+    subprotocols: list[str] | None = None,
+    target: str = "/aura/ws",
+    **options: Any,
+) -> AsyncIterator[WsSession]:
+    """Open a WebSocket, closed on exit; a refusal raises `trio_websocket.ConnectionRejected`."""
+    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    async with trio_websocket.open_websocket(
+        host, port, target, use_ssl=False, subprotocols=subprotocols, extra_headers=extra,
+        **options,
+    ) as ws:  # fmt: skip
+        yield WsSession(ws)

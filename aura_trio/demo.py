@@ -1,4 +1,5 @@
-"""`aura-trio demo`: one whole approval round trip, printed as it happens."""
+"""`aura-trio demo`: one whole approval round trip, printed as it happens (SSE and an
+HTTP approval, or `--ws`: one WebSocket carrying the events and the approval)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import trio
+import trio_websocket
 
 from . import client
 from .app import create_app
@@ -58,19 +60,43 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _demo(settings: Settings, reject: bool) -> int:
+async def _demo(settings: Settings, reject: bool, ws: bool) -> int:
     app = create_app(settings)
     token = mint_token(settings.secret, sub=USER, tenant_id=TENANT, ttl_seconds=600)
-    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
     started = time.monotonic()
-    outcome = None
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
         binds = await nursery.start(partial(serve_app, app, shutdown_trigger=stop.wait))
         port = int(binds[0].rsplit(":", 1)[1])
         _say(f"serving on {binds[0]}\n")
-        target = f"/aura/test/stream?message={quote(PROMPT)}"
-        _say(f"→ GET {target}   (user {USER}, tenant {TENANT})")
+        over = _over_websocket if ws else _over_sse
+        outcome = await over(port, token, reject)
+        stop.set()
+    elapsed = time.monotonic() - started
+    expected = ("error", "RejectionError") if reject else ("end", "completed")
+    if outcome == expected:
+        verb = "rejected" if reject else "approved"
+        how = " on the same WebSocket" if ws else ""
+        _say(f"\ndemo finished: {verb}{how}, round trip in {elapsed:.1f} s")
+        return 0
+    _say(f"\ndemo failed: the session ended with {outcome}, expected {expected}")
+    return 1
+
+
+def _event(event_id: object, event: str, data: dict[str, Any]) -> tuple[str, str] | None:
+    """Print an event; returns the session's outcome when it is one."""
+    _say(f"[{event_id}] {event:<16} {_describe(event, data)}")
+    if event in ("end", "error"):
+        return event, str(data.get("status") or data.get("errorType"))
+    return None
+
+
+async def _over_sse(port: int, token: str, reject: bool) -> tuple[str, str] | None:
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
+    target = f"/aura/test/stream?message={quote(PROMPT)}"
+    _say(f"→ GET {target}   (user {USER}, tenant {TENANT})")
+    outcome = None
+    async with trio.open_nursery() as nursery:
         async with client.open_sse("127.0.0.1", port, target, headers=headers) as stream:
             _say(f"← {stream.status} {stream.headers.get('content-type')}\n")
             if stream.status != 200:
@@ -83,20 +109,11 @@ async def _demo(settings: Settings, reject: bool) -> int:
                     _say(f": {frame.comments[0]}")
                     continue
                 data = frame.json()
-                _say(f"[{frame.id}] {frame.event:<16} {_describe(frame.event or '', data)}")
-                if frame.event in ("end", "error"):
-                    outcome = (frame.event, data.get("status") or data.get("errorType"))
+                outcome = _event(frame.id, frame.event or "", data) or outcome
                 if frame.event == "hitl":
-                    nursery.start_soon(_decide, port, headers, data["data"]["requestId"], reject)
-        stop.set()
-    elapsed = time.monotonic() - started
-    expected = ("error", "RejectionError") if reject else ("end", "completed")
-    if outcome == expected:
-        verb = "rejected" if reject else "approved"
-        _say(f"\ndemo finished: {verb} round trip in {elapsed:.1f} s")
-        return 0
-    _say(f"\ndemo failed: the stream ended with {outcome}, expected {expected}")
-    return 1
+                    request_id = data["data"]["requestId"]
+                    nursery.start_soon(_decide, port, headers, request_id, reject)
+    return outcome
 
 
 async def _decide(port: int, headers: dict[str, str], request_id: str, reject: bool) -> None:
@@ -111,7 +128,43 @@ async def _decide(port: int, headers: dict[str, str], request_id: str, reject: b
     _say(f"    ← {response.status} {response.body.decode()}")
 
 
-def run_demo(*, reject: bool) -> int:
+async def _over_websocket(port: int, token: str, reject: bool) -> tuple[str, str] | None:
+    """The same round trip on one socket, the token offered as a browser would."""
+    _say(f"→ GET /aura/ws   (upgrade; subprotocols aura.v1, bearer.<jwt>; user {USER})")
+    outcome = None
+    protocols = ["aura.v1", f"bearer.{token}"]
+    async with client.open_ws("127.0.0.1", port, subprotocols=protocols) as ws:
+        _say(f"← 101 Switching Protocols, subprotocol {ws.ws.subprotocol}\n")
+        _say(f"→ start {PROMPT!r}")
+        await ws.start(PROMPT)
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    message = await ws.receive()
+                except trio_websocket.ConnectionClosed:
+                    break
+                if message["type"] == "event":
+                    outcome = _event(message["id"], message["event"], message["data"]) or outcome
+                    if message["event"] == "hitl":
+                        request_id = message["data"]["data"]["requestId"]
+                        nursery.start_soon(_decide_on_socket, ws, request_id, reject)
+                else:
+                    _say(f"    ← {json.dumps(message, ensure_ascii=False)}")
+        closed = ws.ws.closed
+        _say(f"← close {closed.code if closed else None}")
+    return outcome
+
+
+async def _decide_on_socket(ws: client.WsSession, request_id: str, reject: bool) -> None:
+    verb = "reject" if reject else "approve"
+    _say(f"    … a person looks at it; {verb} in {DECISION_PAUSE_SECONDS} s")
+    await trio.sleep(DECISION_PAUSE_SECONDS)
+    fields = {"userId": USER, "reason": "not today"} if reject else {"userId": USER}
+    _say(f"    → {verb} {request_id}")
+    await ws.decide(verb, request_id, **fields)
+
+
+def run_demo(*, reject: bool, ws: bool = False) -> int:
     env = dict(os.environ)
     env.setdefault("AURA_EVENT_DELAY_SECONDS", str(DEMO_EVENT_DELAY_SECONDS))
     env.setdefault("AURA_LOG_LEVEL", "WARNING")
@@ -126,4 +179,4 @@ def run_demo(*, reject: bool) -> int:
             _say(f"embedded Redis-protocol server: {binary} on {settings.redis_url}")
         else:
             _say("Redis: REDIS_URL")
-        return trio.run(_demo, settings, reject)
+        return trio.run(_demo, settings, reject, ws)

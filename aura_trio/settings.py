@@ -46,6 +46,8 @@ class Settings:
     # signal is re-read, the safety net for a PUBLISH nobody received.
     signal_poll_seconds: float = 5.0
     worker_ttl_seconds: int = 15
+    # `Origin`s allowed to open a WebSocket (lower case, no trailing slash); None: any.
+    ws_allowed_origins: frozenset[str] | None = None
     keep_alive_seconds: float = 5.0
     redis_timeout_seconds: float = 3.0
     # Command connections per process, whatever the number of sessions (plus one
@@ -114,6 +116,7 @@ class Settings:
             "audit_roles": reader.names("AURA_AUDIT_ROLES", d.audit_roles),
             "audit_max_len": reader.integer("AURA_AUDIT_MAX_LEN", d.audit_max_len, minimum=1),
             "gc_freeze_seconds": reader.number("AURA_GC_FREEZE_SECONDS", d.gc_freeze_seconds),
+            "ws_allowed_origins": reader.origins("AURA_WS_ALLOWED_ORIGINS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -177,6 +180,14 @@ class _Reader:
         if raw is None:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
+    def origins(self, name: str) -> frozenset[str] | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        origins = frozenset(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+        if not origins or any("://" not in o for o in origins):
+            raise ConfigError(f"{name}={raw!r} must be comma-separated origins (https://host)")
+        return origins
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

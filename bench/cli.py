@@ -25,7 +25,7 @@ from typing import Any
 from . import machine, report
 from .procs import REPO_ROOT, TARGETS
 from .runner import run_matrix
-from .scenarios import PRESETS, SCENARIOS
+from .scenarios import ONLY_ON, PRESETS, SCENARIOS
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 WARMUP_SESSIONS = {"full": 100, "smoke": 5}
@@ -106,6 +106,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         on_result=save,
         warmup_sessions=WARMUP_SESSIONS[args.preset],
         profile=args.profile,
+        only_on=ONLY_ON,
     )
     data["load_after"] = machine.load_snapshot()
     data["elapsed_s"] = time.monotonic() - started

@@ -140,6 +140,29 @@ def figures(data: Data) -> list[Figure]:
     return out
 
 
+def transports(data: Data) -> list[tuple[str, Figure, Figure]]:
+    """aura's figures over SSE and over the WebSocket, side by side: (name, SSE, WebSocket)."""
+    out = []
+    for c in variants(data, "ws_roundtrip", "concurrency"):
+        p = {"concurrency": c}
+        for name, read, unit, higher in (
+            (f"round trips/s at C={c}", lambda r: r["sessions_per_s"], "/s", True),
+            (f"p99 round trip at C={c}", lambda r: r["session_time"]["p99_ms"], "ms", False),
+            (f"server CPU per round trip at C={c}",
+             lambda r: 1000 * r["server_cpu_s"] / max(1, r["completed"]), "ms", False),
+        ):  # fmt: skip
+            out.append((name, Figure("roundtrip", name, read, unit, higher, 2, p),
+                        Figure("ws_roundtrip", name, read, unit, higher, 2, p)))  # fmt: skip
+    if variants(data, "ws_streaming", "words"):
+        for name, read, unit, higher in (
+            ("events/s", lambda r: r["events_per_s"], "/s", True),
+            ("server CPU per event", lambda r: r["server_cpu_us_per_event"], "µs", False),
+        ):
+            out.append((name, Figure("streaming", name, read, unit, higher, 1),
+                        Figure("ws_streaming", name, read, unit, higher, 1)))  # fmt: skip
+    return out
+
+
 # --- targets -------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import plots
-from .figures import Data, Result, figures, goals, runs_of
+from .figures import Data, Result, figures, goals, runs_of, transports
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
 
@@ -138,6 +138,11 @@ def _streaming_rows(target: str, r: Result) -> list[list[str]]:
              f"{r['client_cpu_pct']:.0f}%", str(r["errors"])]]  # fmt: skip
 
 
+_ROUNDTRIP_HEAD = ["target", "C", "sessions/s", "p50", "p99", "errors", "server CPU",
+                   "of which GC", "server CPU/session", "client CPU", "Redis CPU"]  # fmt: skip
+_STREAMING_HEAD = ["target", "sessions × words", "events/s", "server CPU/event", "server CPU",
+                   "of which GC", "client CPU", "errors"]  # fmt: skip
+
 _DETAILS: list[tuple[str, str, list[str], Callable[[str, Result], list[list[str]]]]] = [
     ("idle", "1. Idle fleet",
      ["target", "sessions", "server RSS", "RSS/session", "server CPU", "of which GC", "client CPU",
@@ -145,16 +150,32 @@ _DETAILS: list[tuple[str, str, list[str], Callable[[str, Result], list[list[str]
     ("approval", "2. Approval latency",
      ["target", "waiting", "approvals", "p50", "p99", "max", "event before response",
       "errors", "server CPU", "of which GC", "client CPU", "client stalls"], _approval_rows),
-    ("roundtrip", "3. Round-trip throughput",
-     ["target", "C", "sessions/s", "p50", "p99", "errors", "server CPU", "of which GC",
-      "server CPU/session", "client CPU", "Redis CPU"], _roundtrip_rows),
+    ("roundtrip", "3. Round-trip throughput", _ROUNDTRIP_HEAD, _roundtrip_rows),
     ("teardown", "4. Teardown",
      ["target", "p50", "p99", "max", "not cancelled", "cycles/s", "tasks", "threads",
       "fds (not Redis)", "Redis clients", "errors", "client stalls"], _teardown_rows),
-    ("streaming", "5. Streaming throughput",
-     ["target", "sessions × words", "events/s", "server CPU/event", "server CPU", "of which GC",
-      "client CPU", "errors"], _streaming_rows),
+    ("streaming", "5. Streaming throughput", _STREAMING_HEAD, _streaming_rows),
+    ("ws_roundtrip", "3w. Round-trip throughput over the WebSocket (approved on the socket)",
+     _ROUNDTRIP_HEAD, _roundtrip_rows),
+    ("ws_streaming", "5w. Streaming throughput over the WebSocket", _STREAMING_HEAD,
+     _streaming_rows),
 ]  # fmt: skip
+
+
+def _transports(data: Data) -> list[str]:
+    rows = [
+        [name, sse.text(data, "aura"), ws.text(data, "aura")]
+        for name, sse, ws in transports(data)
+        if ws.value(data, "aura") is not None
+    ]
+    intro = (
+        "Over SSE the approval is a `POST`, over the WebSocket a message on the socket; "
+        "the WebSocket load (trio-websocket) costs the client more CPU than the SSE load."
+    )
+    title = "## aura over SSE vs over the WebSocket"
+    if not rows:
+        return []
+    return [title, "", intro, "", *_table(["figure", "SSE", "WebSocket"], rows), ""]
 
 
 def _details(data: Data) -> list[str]:
@@ -208,7 +229,7 @@ def render(data: Data, plot_files: list[str], plot_note: str, plot_prefix: str) 
             *_comparison(data),
             "",
         ]
-    lines += ["## Details", "", *_details(data)]
+    lines += [*_transports(data), "## Details", "", *_details(data)]
     if plot_files:
         lines += ["## Plots", "", *(f"![{n}]({plot_prefix}{n})" for n in plot_files), ""]
     elif plot_note:
@@ -271,7 +292,7 @@ def headline(scenario: str, r: Result) -> str:
         if scenario == "teardown":
             text += f"; {r['cycles_per_s']:.0f} cycles/s; leaked {r['leaked'] or 'nothing'}"
         return f"{text}; errors {r['errors']}"
-    if scenario == "roundtrip":
+    if scenario in ("roundtrip", "ws_roundtrip"):
         return (f"{r['sessions_per_s']:.0f} sessions/s, p99 {r['session_time']['p99_ms']:.0f} ms, "
                 f"errors {r['errors']}, server cpu {r['server_cpu_pct']:.0f}%, "
                 f"client cpu {r['client_cpu_pct']:.0f}%")  # fmt: skip

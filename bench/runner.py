@@ -121,14 +121,18 @@ def run_matrix(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     warmup_sessions: int = WARMUP_SESSIONS,
     profile: bool = False,
+    only_on: dict[str, tuple[str, ...]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (scenario, variant) against every target, `rounds` times, alternating order."""
+    """Every (scenario, variant) against every target (of `only_on[scenario]`, when
+    listed there), `rounds` times, alternating order."""
     results = []
     for name, scenario, variants in plan:
         for params in variants:
             for round_index in range(rounds):
                 order = targets if round_index % 2 == 0 else list(reversed(targets))
                 for target_name in order:
+                    if only_on is not None and target_name not in only_on.get(name, order):
+                        continue
                     label = f"{name} {_describe(params)} {target_name} r{round_index + 1}"
                     print(f"▶ {label}", file=sys.stderr, flush=True)
                     load_before = os.getloadavg()

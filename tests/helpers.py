@@ -9,7 +9,7 @@ import inspect
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -60,6 +60,14 @@ class Aura:
             HOST, self.port, stream_target(message), headers=headers or auth(), **kwargs
         ) as stream:
             yield stream
+
+    def ws(
+        self, *, headers: dict[str, str] | None = None, **options: Any
+    ) -> AbstractAsyncContextManager[client.WsSession]:
+        """A WebSocket to `/aura/ws` (alice of t1 unless `headers` say otherwise)."""
+        return client.open_ws(
+            HOST, self.port, headers=auth() if headers is None else headers, **options
+        )
 
     async def request(
         self, method: str, target: str, *, headers: dict[str, str] | None = None, body: Any = None

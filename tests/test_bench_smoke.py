@@ -2,8 +2,9 @@
 
 `python -m bench run --preset smoke` runs as a child process, as anyone would run
 it: it starts its own redis-server and servers on free loopback ports, drives
-every scenario, and writes `results.json` and `REPORT.md`. Nothing here asserts
-on speed; only that every scenario ran, without errors, and was reported.
+every scenario (the WebSocket ones against aura only), and writes `results.json`
+and `REPORT.md`. Nothing here asserts on speed; only that every scenario ran,
+without errors, and was reported.
 
 The peer half needs FastAPI and uvicorn (in the test extra as well as the
 bench one) and is skipped without them. The two full runs are `slow` (~10 s each),
@@ -27,6 +28,7 @@ from .helpers import HOST
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = {"idle", "approval", "roundtrip", "teardown", "streaming"}
+WEBSOCKET = {"ws_roundtrip", "ws_streaming"}  # aura only: the peer has no WebSocket
 
 
 def run_bench(results: Path, target: str) -> dict[str, Any]:
@@ -40,7 +42,8 @@ def run_bench(results: Path, target: str) -> dict[str, Any]:
 
 def check_runs(data: dict[str, Any], target: str) -> None:
     runs = [run for run in data["runs"] if run["target"] == target]
-    assert {run["scenario"] for run in runs} == SCENARIOS
+    expected = SCENARIOS | WEBSOCKET if target == "aura" else SCENARIOS
+    assert {run["scenario"] for run in runs} == expected
     for run in runs:
         result = run["result"]
         assert "failed" not in result, (run["label"], result)
@@ -51,6 +54,9 @@ def check_runs(data: dict[str, Any], target: str) -> None:
     assert by_name["roundtrip"]["completed"] > 0
     assert by_name["teardown"]["not_cancelled"] == 0
     assert by_name["streaming"]["events"] > 0
+    if target == "aura":
+        assert by_name["ws_roundtrip"]["completed"] > 0
+        assert by_name["ws_streaming"]["events"] > 0
 
 
 @pytest.mark.slow
@@ -60,6 +66,8 @@ def test_bench_smoke_against_aura(tmp_path):
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Targets (issue 3) vs reached" in report
     assert "Redis connections bounded" in report
+    assert "## aura over SSE vs over the WebSocket" in report
+    assert "3w. Round-trip throughput over the WebSocket" in report
 
 
 @pytest.mark.slow

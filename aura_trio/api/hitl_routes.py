@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Quart, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
@@ -25,6 +27,36 @@ from .openapi import documented
 from .requests import authenticated, check_path_id, read_json
 
 
+async def apply_decision(
+    store: HitlStore, principal: Principal, request_id: str, decision: hitl.Decision, body: Any
+) -> dict[str, Any]:
+    """Approve or reject for `principal`, over HTTP or a WebSocket; returns the answer's data.
+
+    Raises (as the envelope, or a WebSocket `error`): 400 a bad id, body or edit, 403 a
+    `userId` that is not the caller's, 404 not the caller's to see, 409 not pending.
+    """
+    check_path_id(request_id, "requestId")
+    if decision == hitl.APPROVED:
+        approve = parse(ApproveBody, body or {})
+        user_id, reason, args = approve.userId, None, approve.args
+    else:
+        reject = parse(RejectBody, body or {})
+        user_id, reason, args = reject.userId, reject.reason or hitl.DEFAULT_REJECT_REASON, None
+    if user_id is not None and user_id != principal.user_id:
+        raise ForbiddenError("userId does not match the token's subject")
+    decided = await store.decide(request_id, _caller(principal), decision, reason=reason, args=args)
+    data: dict[str, Any] = {
+        "requestId": request_id,
+        "sessionId": decided.session_id,
+        "status": decision,
+    }
+    if reason is not None:
+        data["reason"] = reason
+    if decided.proposed_args is not None:
+        data["args"] = decided.args
+    return data
+
+
 def register_hitl_routes(
     app: Quart,
     store: HitlStore,
@@ -35,28 +67,9 @@ def register_hitl_routes(
     auth = authenticated(authenticator)
 
     async def decide(principal: Principal, request_id: str, decision: hitl.Decision) -> Response:
-        check_path_id(request_id, "requestId")
-        raw = await read_json(required=False) or {}
-        if decision == hitl.APPROVED:
-            approve = parse(ApproveBody, raw)
-            user_id, reason, args = approve.userId, None, approve.args
-        else:
-            reject = parse(RejectBody, raw)
-            user_id, reason, args = reject.userId, reject.reason or hitl.DEFAULT_REJECT_REASON, None
-        if user_id is not None and user_id != principal.user_id:
-            raise ForbiddenError("userId does not match the token's subject")
-        decided = await store.decide(
-            request_id, _caller(principal), decision, reason=reason, args=args
-        )
-        data: dict[str, object] = {
-            "requestId": request_id,
-            "sessionId": decided.session_id,
-            "status": decision,
-        }
-        if reason is not None:
-            data["reason"] = reason
-        if decided.proposed_args is not None:
-            data["args"] = decided.args
+        check_path_id(request_id, "requestId")  # before the body, as ever
+        body = await read_json(required=False)
+        data = await apply_decision(store, principal, request_id, decision, body)
         return json_response(envelope_success(data, f"HITL request {decision}"))
 
     @app.post("/aura/hitl/approve/<request_id>")

@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 
 from ..app import state_of
 from ..collector import keep_collections_short
+from ..sessions.ws_protocol import MAX_MESSAGE_BYTES
 from .server import SendBound, make_config, serve
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ async def serve_app(
         backlog=settings.listen_backlog,
         keep_alive_seconds=settings.keep_alive_seconds,
         reuse_port=settings.workers > 1,
+        websocket_max_message_bytes=MAX_MESSAGE_BYTES,
     )
     config.graceful_timeout = _CONNECTION_GRACE_SECONDS
     drain_within = max(0.1, settings.shutdown_grace_seconds - _CLOSE_RESERVE_SECONDS)

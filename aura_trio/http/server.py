@@ -41,8 +41,11 @@ def make_config(
     backlog: int,
     keep_alive_seconds: float,
     reuse_port: bool,
+    websocket_max_message_bytes: int = 16 * 1024 * 1024,
 ) -> Config:
     config = Config()
+    # Hypercorn closes with 1009 past it (counting characters of a text message).
+    config.websocket_max_message_size = websocket_max_message_bytes
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.backlog = backlog
     config.keep_alive_timeout = keep_alive_seconds

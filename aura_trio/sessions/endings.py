@@ -7,7 +7,7 @@ from typing import Literal
 
 from . import events
 
-Kind = Literal["completed", "rejected", "timeout", "internal", "shutdown"]
+Kind = Literal["completed", "rejected", "timeout", "internal", "shutdown", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ class Ending:
             ]
         if self.kind == "shutdown":
             return [events.error("ServerShutdown", "server shutting down", "서버가 종료 중입니다")]
+        if self.kind == "cancelled":
+            return [events.error("Cancelled", "cancelled by the client", "사용자가 취소했습니다")]
         return [
             events.error("InternalError", "internal error", "에이전트 실행 중 오류가 발생했습니다")
         ]
@@ -40,6 +42,7 @@ class Ending:
 COMPLETED = Ending("completed")
 SHUTDOWN = Ending("shutdown")
 INTERNAL = Ending("internal")
+CANCELLED = Ending("cancelled")
 
 
 def rejected(reason: str) -> Ending:

@@ -11,7 +11,12 @@ ThoughtType = Literal["analysis", "planning", "reasoning", "decision", "reflecti
 StepStatus = Literal["pending", "in_progress", "completed", "failed", "skipped"]
 ToolStatus = Literal["pending", "running", "success", "failed", "cancelled"]
 ErrorType = Literal[
-    "RejectionError", "TimeoutError", "ValidationError", "InternalError", "ServerShutdown"
+    "RejectionError",
+    "TimeoutError",
+    "ValidationError",
+    "InternalError",
+    "ServerShutdown",
+    "Cancelled",
 ]
 
 

@@ -6,7 +6,8 @@
             └── session scope: cancelled by any ending
                 ├── agent task      emits events, awaits approvals
                 ├── heartbeat task  a heartbeat when idle
-                └── signal-waiter   this session's Redis signals
+                ├── signal-waiter   this session's Redis signals
+                └── companions      the transport's own tasks (WebSocket: the reader)
 
 The session writes encoded frames into a bounded outbox; the transport only
 receives them and sends them on. It never yields inside the nursery (see
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic
 
 import trio
 
@@ -37,32 +38,13 @@ from ..hitl.waiter import Approved, Rejected, SignalWaiter, TimedOut
 from ..ids import new_request_id, new_session_id
 from ..metrics import Metrics
 from . import endings, events
+from .framing import Frame, Framing
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FRAMES = 64
 CLEANUP_SECONDS = 5.0
-
-Frame = TypeVar("Frame", bytes, str)
-FrameOut = TypeVar("FrameOut", bytes, str, covariant=True)
-
-
-class Framing(Protocol[FrameOut]):
-    """How a transport encodes what a session sends (SSE: bytes, WebSocket: text)."""
-
-    @property
-    def connected(self) -> FrameOut | None:
-        """Sent first, before any event (None: nothing)."""
-
-    @property
-    def heartbeat(self) -> FrameOut: ...
-
-    @property
-    def done(self) -> FrameOut:
-        """Sent last, after the ending's events."""
-
-    def event(self, event_id: int, event_type: str, data: Any) -> FrameOut: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +58,9 @@ class SessionServices:
     metrics: Metrics
     heartbeat_seconds: float
     hitl_timeout_seconds: float
+
+
+Companion = Callable[[], Awaitable[None]]
 
 
 class _Ended(BaseException):
@@ -129,16 +114,17 @@ class Session(Generic[Frame]):
             self.ending = ending
         self._scope.cancel()
 
-    async def run(self) -> None:
+    async def run(self, *companions: Companion) -> None:
         """Run the tasks until an ending, then send its last events and the end frame.
 
-        Cancelled from outside when the client goes away: cleanup still runs, once.
+        `companions` (a transport's tasks) run under the session scope too. Cancelled
+        from outside when the client goes away: cleanup still runs, once.
         """
         self._metrics.open_sessions.inc()
         log.debug("session started", extra=self._log)
         async with self._outbox:
             try:
-                await self._run_tasks()
+                await self._run_tasks(companions)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS):
                     await self._cleanup()
@@ -146,7 +132,7 @@ class Session(Generic[Frame]):
                 await self.emit(event)
             await self._write(self._framing.done)
 
-    async def _run_tasks(self) -> None:
+    async def _run_tasks(self, companions: tuple[Companion, ...]) -> None:
         with self._services.bus.subscribe(self.session_id) as subscription:
             self._waiter = SignalWaiter(
                 subscription, self._store, on_lag=self._metrics.subscriber_lag.observe
@@ -157,6 +143,8 @@ class Session(Generic[Frame]):
                         nursery.start_soon(self._run_agent)
                         nursery.start_soon(self._heartbeat)
                         nursery.start_soon(self._waiter.run)
+                        for companion in companions:
+                            nursery.start_soon(companion)
             except Exception:
                 log.exception("session failed", extra=self._log)
                 self.finish(endings.INTERNAL)
@@ -220,6 +208,16 @@ class Session(Generic[Frame]):
         # write costs ~60 µs in the ASGI/HTTP layers. Frames emitted in a burst now
         # go out together; a cancelled session still stops here at once.
         await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            await self._outbox.send(frame)
+        self._last_write = trio.current_time()
+
+    async def reply(self, frame: Frame) -> None:
+        """Send a transport's own frame (a WebSocket `ack`) in line with the events:
+        queued even if the session was cancelled a moment ago (no checkpoint first),
+        so the answer to a decision that ends the session precedes the last events."""
         try:
             self._outbox.send_nowait(frame)
         except trio.WouldBlock:
@@ -299,8 +297,11 @@ class Session(Generic[Frame]):
 
 
 @asynccontextmanager
-async def open_session(session: Session[Frame]) -> AsyncIterator[trio.MemoryReceiveChannel[Frame]]:
-    """Run `session` in a nursery of its own; yields the channel of its frames.
+async def open_session(
+    session: Session[Frame], *companions: Companion
+) -> AsyncIterator[trio.MemoryReceiveChannel[Frame]]:
+    """Run `session` (and its `companions`, see :meth:`Session.run`) in a nursery of
+    its own; yields the channel of its frames.
 
     Leaving the block early (the client went away, a send failed) cancels the
     session, whose cleanup then runs. A lone exception from the nursery is raised
@@ -308,7 +309,7 @@ async def open_session(session: Session[Frame]) -> AsyncIterator[trio.MemoryRece
     """
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.run)
+            nursery.start_soon(session.run, *companions)
             try:
                 yield session.frames
             finally:

@@ -1,7 +1,8 @@
-"""The five scenarios of issue 3, and their sizes.
+"""The five scenarios of issue 3, two of them again over the WebSocket, and their sizes.
 
 `full` is what `bench/REPORT.md` is made with; `smoke` is the same machinery
-with tiny numbers, for the test suite.
+with tiny numbers, for the test suite. `ONLY_ON`: scenarios a target cannot run
+(the peer has no WebSocket).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..runner import Scenario
-from . import approval, idle, roundtrip, streaming, teardown
+from . import approval, idle, roundtrip, streaming, teardown, websocket
 
 SCENARIOS: dict[str, Scenario] = {
     "idle": idle.run,
@@ -17,7 +18,11 @@ SCENARIOS: dict[str, Scenario] = {
     "roundtrip": roundtrip.run,
     "teardown": teardown.run,
     "streaming": streaming.run,
+    "ws_roundtrip": websocket.roundtrip,
+    "ws_streaming": websocket.streaming,
 }
+
+ONLY_ON: dict[str, tuple[str, ...]] = {"ws_roundtrip": ("aura",), "ws_streaming": ("aura",)}
 
 PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
     "full": {
@@ -37,6 +42,11 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
              "cycle_concurrency": 100, "settle_seconds": 15.0, "quiet_seconds": 1.0},
         ],
         "streaming": [{"sessions": 8, "words": 8000, "seconds": 10.0, "warmup": 2.0}],
+        "ws_roundtrip": [
+            {"concurrency": 50, "seconds": 15.0, "warmup": 3.0},
+            {"concurrency": 200, "seconds": 15.0, "warmup": 3.0},
+        ],
+        "ws_streaming": [{"sessions": 8, "words": 8000, "seconds": 10.0, "warmup": 2.0}],
     },
     "smoke": {
         "idle": [
@@ -50,5 +60,7 @@ PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
              "cycle_concurrency": 4, "settle_seconds": 0.5, "quiet_seconds": 0.1},
         ],
         "streaming": [{"sessions": 2, "words": 200, "seconds": 0.5, "warmup": 0.1}],
+        "ws_roundtrip": [{"concurrency": 4, "seconds": 0.5, "warmup": 0.1}],
+        "ws_streaming": [{"sessions": 2, "words": 200, "seconds": 0.5, "warmup": 0.1}],
     },
 }  # fmt: skip
