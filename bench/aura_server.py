@@ -96,6 +96,7 @@ async def _serve(settings: Settings) -> None:
             "threads": threading.active_count(),
             "sessions": len(state.registry),
             "subscriptions": state.bus.subscription_count,
+            "frozen": gc.get_freeze_count(),
         }
         if request.args.get("names"):
             body["names"] = Counter(task.name for task in tasks)
