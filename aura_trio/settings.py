@@ -180,6 +180,7 @@ class _Reader:
         if raw is None:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
+
     def origins(self, name: str) -> frozenset[str] | None:
         raw = self._raw(name)
         if raw is None:

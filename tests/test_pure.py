@@ -201,3 +201,18 @@ def test_settings_read_the_environment_and_cli_wins():
 def test_bad_settings_are_refused_by_name(env):
     with pytest.raises(ConfigError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_an_editable_schema_is_checked_once_and_a_bad_one_refused():
+    from aura_trio.hitl.edits import check_edited_args, check_schema
+
+    schema = {"type": "object", "properties": {"n": {"maximum": 3}}}
+    assert check_schema(schema) is schema
+    assert check_schema(dict(schema)) == schema  # the cached verdict, same answer
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        check_schema({"type": "no-such-type"})
+    check_edited_args(schema, {"n": 2})
+    with pytest.raises(ValidationError, match="n: 4 is greater than the maximum of 3"):
+        check_edited_args(schema, {"n": 4})
+    with pytest.raises(ValidationError, match="cannot be edited"):
+        check_edited_args(None, {"n": 1})

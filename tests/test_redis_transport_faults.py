@@ -8,6 +8,7 @@ Trio TCP servers in the test.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 import trio
+import trio.lowlevel
 
 from aura_trio.bus.address import RedisAddress
 from aura_trio.bus.client import RedisClient, Script, open_redis_client
@@ -234,3 +236,35 @@ async def test_redis_down_at_start_fails_fast_then_connects_when_it_appears(tmp_
         finally:
             server.process.kill()
             server.process.wait()
+
+
+async def test_a_process_too_busy_to_read_does_not_presume_its_redis_dead(tmp_path: Path) -> None:
+    """Regression: 9,000 sessions ending at once kept the Trio loop so busy that the
+    reader got one read per scheduler pass; replies queued up unread, the oldest
+    went overdue, and the watchdog failed every caller ("presumed dead") although
+    Redis had answered at once. Replies still arriving mean Redis is alive."""
+    server = start_redis(tmp_path)
+    payload = "x" * 20_000
+    try:
+        async with open_redis_client(server.url, timeout=0.3) as client:
+            await client.execute("PING")
+            replies: list[object] = []
+            busy_until = trio.current_time() + 1.5
+
+            async def busy() -> None:  # every scheduler pass costs 0.1 s of blocking
+                while trio.current_time() < busy_until:
+                    time.sleep(0.025)  # noqa: ASYNC251  the loop blocks, on purpose
+                    await trio.lowlevel.checkpoint()
+
+            async def call() -> None:
+                replies.append(await client.execute("ECHO", payload))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(busy)
+                for _ in range(40):  # ~800 KB of replies: a dozen reads
+                    nursery.start_soon(call)
+            assert replies == [payload.encode()] * 40
+            assert client.stats.overdue == 0
+    finally:
+        server.kill()

@@ -5,8 +5,9 @@ writer task sends whatever was queued during one scheduler pass with one
 `send_all`; a reader task feeds what arrives to a `hiredis.Reader` and completes
 the pending slots strictly in order (a FIFO: Redis answers in the order it reads).
 A watchdog presumes the connection dead when the oldest outstanding reply is
-overdue: the connection is closed and every caller waiting on it fails at once
-with :class:`TransportError`.
+overdue and no byte arrives while the reader gets its chance: the connection is
+closed and every caller waiting on it fails at once with :class:`TransportError`.
+(A process too busy to read for a while is not a dead Redis.)
 
 Cancellation never puts the connection out of step with the server (the bug of
 redis-py's CVE-2023-28858/28859): a caller cancelled before its command was
@@ -87,6 +88,7 @@ class Connection:
         self._parser = parser
         self.reply_timeout = reply_timeout
         self._stats = stats if stats is not None else Stats()
+        self._last_read = trio.current_time()
         self._unsent: list[_Slot] = []
         self._inflight: deque[_Slot] = deque()
         self._parked_writer: Task | None = None
@@ -224,6 +226,7 @@ class Connection:
             if not data:
                 raise TransportError(f"{self.where} closed the connection")
             stats.reads += 1
+            self._last_read = trio.current_time()
             feed(data)  # type: ignore[arg-type]  # any buffer will do; the stub says bytes
             while (reply := gets()) is not MORE:
                 if not inflight:
@@ -248,12 +251,23 @@ class Connection:
                 await trio.sleep(idle)
                 continue
             head = inflight[0]
-            if trio.current_time() >= head.deadline:
+            if trio.current_time() < head.deadline:
+                await trio.sleep_until(head.deadline)
+                continue
+            # Overdue: but a process too busy to run its reader for a while (thousands
+            # of sessions ending at once) is not a dead Redis. Dead means no byte came
+            # for a whole timeout, and none while the reader had two more chances.
+            for _ in range(2):
+                await trio.lowlevel.checkpoint()
+            if not inflight or inflight[0] is not head:
+                continue
+            silent_until = self._last_read + self.reply_timeout
+            if trio.current_time() >= silent_until:
                 self._stats.overdue += 1
                 raise TransportError(
                     f"no reply from {self.where} within {self.reply_timeout:g} s: presumed dead"
                 )
-            await trio.sleep_until(head.deadline)
+            await trio.sleep_until(silent_until)
 
 
 @asynccontextmanager
