@@ -211,8 +211,17 @@ def test_an_editable_schema_is_checked_once_and_a_bad_one_refused():
     assert check_schema(dict(schema)) == schema  # the cached verdict, same answer
     with pytest.raises(ValueError, match="not a valid JSON Schema"):
         check_schema({"type": "no-such-type"})
-    check_edited_args(schema, {"n": 2})
+    check_edited_args(schema, {"n": 2}, {"n": 1})
     with pytest.raises(ValidationError, match="n: 4 is greater than the maximum of 3"):
-        check_edited_args(schema, {"n": 4})
+        check_edited_args(schema, {"n": 4}, {"n": 1})
     with pytest.raises(ValidationError, match="cannot be edited"):
-        check_edited_args(None, {"n": 1})
+        check_edited_args(None, {"n": 1}, {"n": 0})
+
+
+def test_a_read_only_argument_keeps_its_proposed_value():
+    from aura_trio.hitl.edits import check_edited_args
+
+    schema = {"properties": {"who": {"type": "string", "readOnly": True}, "n": {}}}
+    check_edited_args(schema, {"who": "alice", "n": 9}, {"who": "alice", "n": 1})
+    with pytest.raises(ValidationError, match="who cannot be edited"):
+        check_edited_args(schema, {"who": "mallory", "n": 1}, {"who": "alice", "n": 1})

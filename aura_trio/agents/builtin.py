@@ -36,21 +36,28 @@ _PROPOSALS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 def proposal(action: str, user_id: str, step: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The arguments the built-in agent proposes for `action`, and the JSON Schema of
-    the edits it accepts (who asked and which step cannot change)."""
+    the edits it accepts: who asked and which step are read-only."""
+    extra, _ = _PROPOSALS[action]
+    return {"requestedBy": user_id, "step": step, **extra}, _EDITABLE[action]
+
+
+def _editable(action: str) -> dict[str, Any]:
     extra, editable = _PROPOSALS[action]
     (name,) = extra
-    args = {"requestedBy": user_id, "step": step, **extra}
-    schema = {
+    return {
         "type": "object",
         "properties": {
-            "requestedBy": {"const": user_id},
-            "step": {"const": step},
+            "requestedBy": {"type": "string", "readOnly": True},
+            "step": {"type": "integer", "readOnly": True},
             name: editable,
         },
         "required": ["requestedBy", "step", name],
         "additionalProperties": False,
     }
-    return args, schema
+
+
+# One schema per action, the same for every user: checked once (see hitl/edits.py).
+_EDITABLE = {action: _editable(action) for action in _PROPOSALS}
 
 
 def sensitive_actions(prompt: str) -> list[str]:

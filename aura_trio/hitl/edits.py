@@ -21,13 +21,23 @@ def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def check_edited_args(schema: dict[str, Any] | None, args: dict[str, Any]) -> None:
-    """Raise :class:`ValidationError` unless `args` are an allowed edit.
+def check_edited_args(
+    schema: dict[str, Any] | None, args: dict[str, Any], proposed: dict[str, Any] | None
+) -> None:
+    """Raise :class:`ValidationError` unless `args` are an allowed edit of `proposed`.
 
-    None: the agent declared nothing editable for this action.
+    `schema`: None when the agent declared nothing editable. A top-level property
+    marked `"readOnly": true` (JSON Schema's own keyword for "managed by the owner")
+    must keep its proposed value.
     """
     if schema is None:
         raise ValidationError("the arguments of this action cannot be edited")
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        for name, rule in properties.items():
+            if isinstance(rule, dict) and rule.get("readOnly") is True:
+                if args.get(name) != (proposed or {}).get(name):
+                    raise ValidationError(f"edited arguments refused: {name} cannot be edited")
     errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.path))
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "args"

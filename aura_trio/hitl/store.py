@@ -250,7 +250,7 @@ class HitlStore:
             if request.status != hitl.PENDING:
                 raise ConflictError(f"HITL request is already {request.status}")
             if args is not None:
-                check_edited_args(request.editable_args, args)
+                check_edited_args(request.editable_args, args, request.args)
             decided = request.moved_to(
                 decision, via="api", by=caller.user_id, reason=reason, args=args
             )
