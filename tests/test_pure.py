@@ -208,11 +208,11 @@ def test_an_editable_schema_is_checked_once_and_a_bad_one_refused():
 
     schema = {"type": "object", "properties": {"n": {"maximum": 3}}}
     assert check_schema(schema) is schema
-    from aura_trio.hitl.edits import _problem_of
+    from aura_trio.hitl.edits import schema_problem
 
-    hits = _problem_of.cache_info().hits
+    hits = schema_problem.cache_info().hits
     assert check_schema(dict(schema)) == schema
-    assert _problem_of.cache_info().hits == hits + 1  # checked once, then remembered
+    assert schema_problem.cache_info().hits == hits + 1  # checked once, then remembered
     with pytest.raises(ValueError, match="not a valid JSON Schema"):
         check_schema({"type": "no-such-type"})
     check_edited_args(schema, {"n": 2}, {"n": 1})

@@ -18,14 +18,14 @@ def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
     Checking a schema against the meta-schema costs ~1.5 ms, more than the rest of
     opening a request: each distinct schema is checked once.
     """
-    problem = _problem_of(json.dumps(schema, sort_keys=True))
+    problem = schema_problem(json.dumps(schema, sort_keys=True))
     if problem is not None:
         raise ValueError(f"not a valid JSON Schema for editable arguments: {problem}")
     return schema
 
 
 @lru_cache(maxsize=4096)
-def _problem_of(schema_text: str) -> str | None:
+def schema_problem(schema_text: str) -> str | None:
     try:
         Draft202012Validator.check_schema(json.loads(schema_text))
     except SchemaError as error:
