@@ -101,7 +101,9 @@ async def test_redis_killed_and_restarted_while_200_sessions_wait(start_server, 
             )
             back_at = trio.current_time()
             raw = restarted.client()
-            unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
+            unheard = await trio.to_thread.run_sync(
+                _java_decides, raw, waiting, abandon_on_cancel=True
+            )
         _check_outcomes(waiting, outcomes)
         last = max(at for _, at in outcomes.values()) - back_at
         print(
@@ -125,7 +127,9 @@ async def test_subscriber_connection_killed_while_200_sessions_wait(start_server
             waiting = await _waiting_fleet(aura, nursery, outcomes)
             raw.client_kill_filter(_type="pubsub")
             killed_at = trio.current_time()
-            unheard = await trio.to_thread.run_sync(_java_decides, raw, waiting)
+            unheard = await trio.to_thread.run_sync(
+                _java_decides, raw, waiting, abandon_on_cancel=True
+            )
         _check_outcomes(waiting, outcomes)
         last = max(at for _, at in outcomes.values()) - killed_at
         print(
