@@ -502,6 +502,17 @@ def create_app(settings: Settings) -> FastAPI:
         data = {"requestId": request_id, "sessionId": session_id, "status": "approved"}
         return JSONResponse(envelope(data, "HITL request approved"))
 
+    @app.get("/aura/hitl/requests/{request_id}")
+    async def read_request(request_id: str, request: Request) -> JSONResponse:
+        _, tenant_id = authenticate(request, settings)
+        if not _PATH_ID.fullmatch(request_id):
+            raise ApiError(400, "VALIDATION_ERROR", "requestId must match [A-Za-z0-9_-]{1,128}")
+        hitl: HitlManager = app.state.hitl
+        record = await hitl.get_request(request_id)
+        if record is None or record.get("tenantId") != tenant_id:
+            raise ApiError(404, "HITL_NOT_FOUND", "HITL request not found")
+        return JSONResponse(envelope(record, "HITL request"))
+
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse(envelope({"status": "UP"}, "alive"))
