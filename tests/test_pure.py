@@ -201,3 +201,27 @@ def test_settings_read_the_environment_and_cli_wins():
 def test_bad_settings_are_refused_by_name(env):
     with pytest.raises(ConfigError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_an_editable_schema_is_checked_once_and_a_bad_one_every_time(monkeypatch):
+    from jsonschema import Draft202012Validator
+
+    from aura_trio.hitl import edits
+
+    checks = []
+    real = Draft202012Validator.check_schema
+    monkeypatch.setattr(
+        Draft202012Validator, "check_schema", lambda schema: (checks.append(schema), real(schema))
+    )
+    schema = {"type": "object", "properties": {"step": {"const": 7}, "note": {"maxLength": 9}}}
+    same = {"properties": {"note": {"maxLength": 9}, "step": {"const": 7}}, "type": "object"}
+    assert edits.check_schema(schema) is schema
+    assert edits.check_schema(same) is same  # the same JSON: not checked again
+    assert len(checks) == 1
+    bad = {"type": "object", "properties": {"note": {"maxLength": -1}}}
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not a valid JSON Schema"):
+            edits.check_schema(bad)
+    assert len(checks) == 3
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        edits.check_schema({"enum": {1, 2}})  # not JSON at all
