@@ -97,3 +97,19 @@ def test_quart_trio_send_response_hook_is_still_there():
 
 def test_config_defaults_we_rely_on():
     assert Config().workers == 1
+
+
+def test_quart_schema_wraps_make_response_on_the_app_and_we_take_it_back():
+    # api/openapi.install_openapi drops the instance attribute QuartSchema.init_app sets.
+    from quart import Quart
+    from quart_schema import QuartSchema
+
+    from aura_trio import Settings, create_app
+
+    plain = Quart(__name__)
+    QuartSchema(plain)
+    assert "make_response" in vars(plain), "quart-schema still wraps it on the instance"
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", secret="s" * 32)
+    app = create_app(settings)
+    assert "make_response" not in vars(app)
+    assert app.make_response.__func__ is Quart.make_response
