@@ -111,8 +111,9 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     async def limit_headers() -> None:
         # Hypercorn (h11) refuses only headers that arrive incomplete beyond 16 KiB; a
         # request that arrives whole in one read is measured here.
-        headers = request.headers if has_request_context() else websocket.headers
-        size = sum(len(name) + len(value) + 4 for name, value in headers.items())
+        # Counted on the raw header lines: Werkzeug's view of them decodes each one.
+        scope = request.scope if has_request_context() else websocket.scope
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
         if size > MAX_HEADER_BYTES:
             raise HeadersTooLargeError(f"request headers exceed {MAX_HEADER_BYTES} bytes")
 

@@ -40,7 +40,16 @@ class _WorkerTag(logging.Filter):
 
 
 def configure_logging(level: str, *, worker: int | None = None) -> None:
-    """JSON lines on stderr at `level`; each line names the worker process, if one."""
+    """JSON lines on stderr at `level`; each line names the worker process, if one.
+
+    A record skips what the JSON line never shows: its caller's file and line (a
+    stack walk per record), thread, process and multiprocessing names (the logging
+    HOWTO's "Optimization" switches).
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     if worker is not None:

@@ -61,6 +61,10 @@ TARGETS = ("aura", "peer")
 
 
 def server_command(target: str) -> list[str]:
+    """A target, or `bare-<stack>`: a bare stack of `bench.peers.bare` (the `floor` scenario)."""
+    if target.startswith("bare-"):
+        stack = ["--stack", target.removeprefix("bare-")]
+        return [sys.executable, "-m", "bench.peers.bare", *stack, "--host", HOST, "--port", "0"]
     module = {"aura": "bench.aura_server", "peer": "bench.peers.asyncio_peer"}[target]
     return [sys.executable, "-m", module, "--host", HOST, "--port", "0"]
 

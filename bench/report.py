@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from . import plots
+from . import cpu_report, plots
 from .figures import Data, Result, figures, goals, runs_of, transports
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
@@ -229,7 +229,13 @@ def render(data: Data, plot_files: list[str], plot_note: str, plot_prefix: str) 
             *_comparison(data),
             "",
         ]
-    lines += [*_transports(data), "## Details", "", *_details(data)]
+    lines += [*_transports(data)]
+    floor, breakdown = cpu_report.floor(data), cpu_report.breakdown(data)
+    if floor:
+        lines += ["## The HTTP floor: server CPU per request", "", *floor]
+    if breakdown:
+        lines += ["## Where a round trip's server CPU goes", "", *breakdown]
+    lines += ["## Details", "", *_details(data)]
     if plot_files:
         lines += ["## Plots", "", *(f"![{n}]({plot_prefix}{n})" for n in plot_files), ""]
     elif plot_note:
@@ -292,6 +298,27 @@ def headline(scenario: str, r: Result) -> str:
         if scenario == "teardown":
             text += f"; {r['cycles_per_s']:.0f} cycles/s; leaked {r['leaked'] or 'nothing'}"
         return f"{text}; errors {r['errors']}"
+    if scenario == "breakdown":
+        profile = r["profile"]
+        shares = (
+            ", ".join(
+                f"{name} {100 * n / max(1, profile['samples']):.0f}%"
+                for name, n in profile["layers"].items()
+                if n
+            )
+            if "layers" in profile
+            else profile["skipped"]
+        )
+        return (f"{r['server_cpu_ms_per_round_trip']:.2f} ms server CPU per round trip "
+                f"({r['sessions_per_s']:.0f}/s, errors {r['errors']}): {shares}")  # fmt: skip
+    if scenario == "floor":
+        return (
+            "; ".join(
+                f"{row['name']} ({row['mode']}) {row['server_cpu_us_per_request']:,.0f} µs"
+                for row in r["rows"]
+            )
+            + f"; errors {r['errors']}"
+        )
     if scenario in ("roundtrip", "ws_roundtrip"):
         return (f"{r['sessions_per_s']:.0f} sessions/s, p99 {r['session_time']['p99_ms']:.0f} ms, "
                 f"errors {r['errors']}, server cpu {r['server_cpu_pct']:.0f}%, "

@@ -59,6 +59,13 @@ def test_tcp_server_hooks_we_override_are_still_there():
     init = _source(TCPServer.__init__)
     assert "self.send_lock" in init and "self.idle_task" in init
     assert "shield = True" in _source(TCPServer.protocol_send), "writes are still shielded"
+    # Its keep-alive timer is replaced (http/keep_alive.py): Hypercorn must still use
+    # only restart/stop on idle_task, and close an idle connection with these.
+    assert "await self.idle_task.restart(self._task_group, self._idle_timeout)" in run
+    assert "self.idle_task.restart(" in _source(TCPServer.protocol_send)
+    assert "self.idle_task.stop()" in _source(TCPServer.protocol_send)
+    assert "_initiate_server_close" in vars(TCPServer) and "_close" in vars(TCPServer)
+    assert "await self._close()" in run, "run() ends with _close()"
 
 
 def test_h11_protocol_error_response_hook_is_still_there():
@@ -80,7 +87,29 @@ def test_quart_trio_send_response_hook_is_still_there():
         "response",
     ]
     assert "self._send_response(send, response)" in _source(TrioASGIHTTPConnection.handle_request)
+    # ClosingHTTPConnection.__call__ runs handle_request in its own task, beside
+    # handle_messages; both take the nursery and cancel it when done.
+    for name, last in (("handle_messages", "receive"), ("handle_request", "send")):
+        method = getattr(TrioASGIHTTPConnection, name)
+        assert list(inspect.signature(method).parameters) == ["self", "nursery", "request", last]
+        assert "nursery.cancel_scope.cancel()" in _source(method)
 
 
 def test_config_defaults_we_rely_on():
     assert Config().workers == 1
+
+
+def test_quart_schema_wraps_make_response_on_the_app_and_we_take_it_back():
+    # api/openapi.install_openapi drops the instance attribute QuartSchema.init_app sets.
+    from quart import Quart
+    from quart_schema import QuartSchema
+
+    from aura_trio import Settings, create_app
+
+    plain = Quart(__name__)
+    QuartSchema(plain)
+    assert "make_response" in vars(plain), "quart-schema still wraps it on the instance"
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", secret="s" * 32)
+    app = create_app(settings)
+    assert "make_response" not in vars(app)
+    assert app.make_response.__func__ is Quart.make_response

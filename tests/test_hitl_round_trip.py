@@ -293,3 +293,20 @@ async def test_redis_connections_do_not_grow_with_sessions(aura, raw_redis):
             nursery.start_soon(aura.approve, request_id, auth(user))
     assert connections() <= max(idle, 17)
     assert aura.state.bus.subscription_count == 0
+
+
+async def test_an_approval_costs_two_redis_commands_and_is_applied_once(aura):
+    """Approve = one read and one compare-and-set (which also stores and publishes the
+    signal). The session gets the decision once: its published copy, coming back
+    from Redis before or after the local one, is not read from Redis again."""
+    stats = aura.state.bus.commands.stats
+    for n in range(9):  # the first one loads the script into Redis's cache (EVAL)
+        async with aura.stream("merge it") as stream:
+            hitl = await until_hitl(stream)
+            before = stats.commands
+            assert (await aura.approve(hitl["requestId"])).status == 200
+            frames = await rest_of(stream)
+            await trio.sleep(0.02)  # the published copy, if it comes second
+            assert n == 0 or stats.commands - before == 2
+        kinds = events_of(frames)
+        assert kinds.count("tool_execution") == 1 and kinds[-1] == "end"

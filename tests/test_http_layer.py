@@ -184,3 +184,124 @@ async def test_streams_per_process_are_capped_with_503(start_server):
         assert full.status == 503
         assert full.headers["retry-after"].isdigit()
         assert full.json()["errorCode"] == "SERVICE_UNAVAILABLE"
+
+
+async def _read_response(stream: trio.SocketStream, buffer: bytes = b"") -> tuple[bytes, bytes]:
+    """One Content-Length response from `stream`: (the response, what came after it)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        assert chunk, "closed before a response"
+        buffer += chunk
+    head, _, rest = buffer.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        ).split(b":")[1]
+    )
+    while len(rest) < length:
+        chunk = await stream.receive_some(65536)
+        assert chunk, "closed mid-body"
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:length], rest[length:]
+
+
+async def test_keep_alive_timer_restarts_with_each_request(start_server):
+    """Requests spaced under the keep-alive timeout keep a connection open past it;
+    once idle for the timeout it is closed (docs/design-notes.md#where-http-cpu-goes)."""
+    aura = await start_server(keep_alive_seconds=0.6)
+    stream = await trio.open_tcp_stream(HOST, aura.port)
+    started = trio.current_time()
+    for _ in range(5):  # 5 x 0.3 s: well past one timeout, never idle for one
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        response, _ = await _read_response(stream)
+        assert response.startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.3)
+    assert trio.current_time() - started > 1.2
+    idle_since = trio.current_time()
+    with trio.fail_after(3):
+        assert await stream.receive_some(65536) == b""  # closed by the server
+    assert 0.2 < trio.current_time() - idle_since < 1.5
+    await stream.aclose()
+
+
+async def test_shutdown_closes_idle_keep_alive_connections_at_once(start_server):
+    aura = await start_server(keep_alive_seconds=30)
+    stream = await trio.open_tcp_stream(HOST, aura.port)
+    await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    response, _ = await _read_response(stream)
+    assert response.startswith(b"HTTP/1.1 200")
+    aura.stop.set()
+    with trio.fail_after(3):  # not the 30 s keep-alive
+        assert await stream.receive_some(65536) == b""
+        await aura.stopped.wait()
+    await stream.aclose()
+
+
+class _Spawns(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
+async def test_a_request_costs_two_tasks_and_a_connection_one_more(aura):
+    """Hypercorn's trio worker with quart-trio starts a task per request and two more
+    for Quart, and one for each idle period of a connection (its keep-alive timer).
+    Ours: the request's task and its message reader; per connection, its handler."""
+    await aura.request("GET", "/health")  # whatever start-up left to do
+    spawns = _Spawns()
+    stream = await trio.open_tcp_stream(HOST, aura.port)
+    requests = 20
+    trio.lowlevel.add_instrument(spawns)
+    try:
+        rest = b""
+        for _ in range(requests):
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            response, rest = await _read_response(stream, rest)
+            assert response.startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.05)
+        kept_alive = spawns.count
+        spawns.count = 0
+        for _ in range(requests):
+            # A plain connect: trio.open_tcp_stream starts tasks of its own.
+            sock = trio.socket.socket()
+            await sock.connect((HOST, aura.port))
+            async with trio.SocketStream(sock) as fresh_stream:
+                await fresh_stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                response, _ = await _read_response(fresh_stream)
+                assert response.startswith(b"HTTP/1.1 200")
+        await trio.sleep(0.05)
+        fresh = spawns.count
+    finally:
+        trio.lowlevel.remove_instrument(spawns)
+        await stream.aclose()
+    assert kept_alive <= 2 * requests
+    assert fresh <= 3 * requests
+
+
+async def test_a_write_goes_straight_to_the_socket_and_the_rest_waits():
+    """The server's write fast path (no scheduler pass when the socket takes it all)
+    works on trio's socket streams; what does not fit is left for `send_all`."""
+    from aura_trio.http.server import _write_now
+
+    left, right = trio.socket.socketpair()
+    ours, theirs = trio.SocketStream(left), trio.SocketStream(right)
+    async with ours, theirs:
+        assert _write_now(ours, b"hello") == 5
+        assert await theirs.receive_some(10) == b"hello"
+        big = b"x" * (8 * 1024 * 1024)
+        sent = _write_now(ours, big)
+        assert 0 < sent < len(big)  # the socket's buffer is smaller than that
+        received = 0
+
+        async def drain() -> None:
+            nonlocal received
+            while received < len(big):
+                received += len(await theirs.receive_some(1 << 20))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            await ours.send_all(memoryview(big)[sent:])
+        assert received == len(big)
+    assert _write_now(ours, b"late") == 0  # closed: send_all raises trio's own error

@@ -115,6 +115,26 @@ async def test_log_level_comes_from_the_environment(tmp_path, redis_server, raw_
     assert not [e for e in server.logs() if e.get("level") in ("INFO", "DEBUG")]
 
 
+async def test_a_session_logs_one_line_at_info_with_its_outcome(tmp_path, redis_server, raw_redis):
+    """At INFO a round trip costs one log line (a record, JSON, a write), not three;
+    the asking and the decision are DEBUG lines (and in the audit stream)."""
+    env = {"REDIS_URL": redis_server.url, "AURA_LOG_LEVEL": "INFO"}
+    async with run_server(tmp_path, env=env, name="info") as server:
+        headers = auth()
+        async with client.open_sse(
+            HOST, server.port, stream_target("merge"), headers=headers
+        ) as stream:
+            hitl = await until_hitl(stream)
+            await decide_at(server.port, hitl["requestId"], headers)
+            await rest_of(stream)
+        assert server.stop() == 0
+    lines = [e for e in server.logs() if e.get("sessionId") == hitl["sessionId"]]
+    assert len(lines) == 1, lines
+    assert lines[0]["msg"].startswith("session ended: completed after ")
+    assert lines[0]["msg"].endswith(" s; HITL request approved")
+    assert lines[0]["requestId"] == hitl["requestId"] and lines[0]["level"] == "INFO"
+
+
 def _os_threads(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])

@@ -203,23 +203,28 @@ def test_bad_settings_are_refused_by_name(env):
         Settings.from_env(env)
 
 
-def test_an_editable_schema_is_checked_once_and_a_bad_one_refused():
-    from aura_trio.hitl.edits import check_edited_args, check_schema
+def test_an_editable_schema_is_checked_once_and_a_bad_one_every_time(monkeypatch):
+    from jsonschema import Draft202012Validator
 
-    schema = {"type": "object", "properties": {"n": {"maximum": 3}}}
-    assert check_schema(schema) is schema
-    from aura_trio.hitl.edits import schema_problem
+    from aura_trio.hitl import edits
 
-    hits = schema_problem.cache_info().hits
-    assert check_schema(dict(schema)) == schema
-    assert schema_problem.cache_info().hits == hits + 1  # checked once, then remembered
+    checks = []
+    real = Draft202012Validator.check_schema
+    monkeypatch.setattr(
+        Draft202012Validator, "check_schema", lambda schema: (checks.append(schema), real(schema))
+    )
+    schema = {"type": "object", "properties": {"step": {"const": 7}, "note": {"maxLength": 9}}}
+    same = {"properties": {"note": {"maxLength": 9}, "step": {"const": 7}}, "type": "object"}
+    assert edits.check_schema(schema) is schema
+    assert edits.check_schema(same) is same  # the same JSON: not checked again
+    assert len(checks) == 1
+    bad = {"type": "object", "properties": {"note": {"maxLength": -1}}}
+    for _ in range(2):
+        with pytest.raises(ValueError, match="not a valid JSON Schema"):
+            edits.check_schema(bad)
+    assert len(checks) == 3
     with pytest.raises(ValueError, match="not a valid JSON Schema"):
-        check_schema({"type": "no-such-type"})
-    check_edited_args(schema, {"n": 2}, {"n": 1})
-    with pytest.raises(ValidationError, match="n: 4 is greater than the maximum of 3"):
-        check_edited_args(schema, {"n": 4}, {"n": 1})
-    with pytest.raises(ValidationError, match="cannot be edited"):
-        check_edited_args(None, {"n": 1}, {"n": 0})
+        edits.check_schema({"enum": {1, 2}})  # not JSON at all
 
 
 def test_a_read_only_argument_keeps_its_proposed_value():

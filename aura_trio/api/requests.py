@@ -46,7 +46,8 @@ async def read_json(*, required: bool) -> Any:
     Raises:
         ValidationError: the body is not UTF-8 JSON, or is missing when `required`.
     """
-    raw = await request.get_data(as_text=False)
+    # No body announced (an approve without one): no need to wait on the body.
+    raw = b"" if request.content_length == 0 else await request.get_data(as_text=False)
     if not raw.strip():
         if required:
             raise ValidationError("a JSON body is required")

@@ -4,14 +4,16 @@ pattern subscription, fanned out to local subscribers by topic.
 Messages published while the subscription is down are lost by Redis, so every
 watched subscription's stored value is re-read in one batch whenever the
 subscription is (re-)established, and again every `poll_interval` as a safety net.
-A message this process announces itself can be handed to its local subscriber at
-once (:meth:`RedisBus.announce_locally`), without waiting for Redis to send it back.
+A message this process publishes itself reaches its local subscriber once, marked
+as announced here (:meth:`RedisBus.announcing`): at once when the publishing step
+returns, or earlier if Redis sends its copy back first; the other copy is dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import trio
 
@@ -57,6 +59,8 @@ class RedisBus:
         self._on_subscribed_hook = on_subscribed
         self._client: RedisClient | None = None
         self._topics = Topics()
+        # Messages this process is publishing itself, by topic (see `announcing`).
+        self._announcing: dict[str, bytes] = {}
         self._resync_wanted = trio.Event()
         self.subscribed = False
         self.subscribed_count = 0
@@ -86,10 +90,28 @@ class RedisBus:
         """Register the local receiver of `topic`; use as a context manager."""
         return self._topics.subscribe(topic)
 
-    def announce_locally(self, topic: str, payload: bytes) -> None:
-        """Hand a message this process just stored and published to its local
-        subscriber now, marked `announced_here`."""
-        self._topics.deliver(topic, payload, announced_here=True)
+    @contextmanager
+    def announcing(self, topic: str, payload: bytes) -> Iterator[Callable[[], None]]:
+        """Around a step that stores and publishes `payload` on `topic` atomically.
+
+        Call the function it yields once the step succeeded: the local subscriber
+        then gets the message at once, marked `announced_here`, unless Redis's copy
+        came back first (then that copy was marked and handed over instead). Either
+        way it is handed over once: the copy that comes second is dropped, where
+        the subscriber used to get both and read the request again for the second.
+        """
+        self._announcing[topic] = payload
+        try:
+            yield lambda: self._announce(topic, payload)
+        finally:
+            if self._announcing.get(topic) is payload:
+                del self._announcing[topic]
+
+    def _announce(self, topic: str, payload: bytes) -> None:
+        # Else Redis's copy came first, and was handed over as announced here.
+        if self._announcing.get(topic) is payload:
+            del self._announcing[topic]
+            self._topics.deliver(topic, payload, announced_here=True)
 
     @property
     def subscription_count(self) -> int:
@@ -157,6 +179,11 @@ class RedisBus:
 
     def _on_message(self, channel: bytes, payload: bytes) -> None:
         topic = channel[len(self._channel_prefix) :].decode("utf-8", "replace")
+        if self._announcing.get(topic) == payload:
+            # Our own message, back before the step that published it returned.
+            del self._announcing[topic]
+            self._topics.deliver(topic, payload, announced_here=True)
+            return
         self._topics.deliver(topic, payload)
 
     async def _resync_loop(self) -> None:

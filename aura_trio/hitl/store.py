@@ -262,9 +262,10 @@ class HitlStore:
                 user_id=caller.user_id,
                 args=decided.args if decided.proposed_args is not None else None,
             )
-            if await self._transition(raw, request, decided, signal=signal):
-                self._bus.announce_locally(request.session_id, signal)
-                return decided
+            with self._bus.announcing(request.session_id, signal) as announce:
+                if await self._transition(raw, request, decided, signal=signal):
+                    announce()
+                    return decided
         raise StoreUnavailable(f"{key} kept changing; try again")
 
     async def settle(

@@ -55,11 +55,12 @@ class _Awaited:
 class SignalWaiter:
     """Receives every signal for one session and decides the request it waits for.
 
-    Signals for any other request id (an earlier request's stored signal, a replay)
-    and malformed ones are ignored. Before a decision is acted on it is settled in
-    Redis: when another decision was stored first, the stored one wins. A decision
-    this process announced itself was stored in the same atomic step as the
-    pending → decided transition, so it is applied as it is.
+    Signals for any other request id (an earlier request's stored signal, a replay),
+    for a request already decided, and malformed ones are ignored. Before a
+    decision is acted on it is settled in Redis: when another decision was stored
+    first, the stored one wins. A decision this process announced itself was
+    stored in the same atomic step as the pending → decided transition, so it is
+    applied as it is.
 
     Args:
         subscription: the session's subscription, registered before any request exists.
@@ -130,6 +131,10 @@ class SignalWaiter:
                 continue
             awaited = self._awaited
             if awaited is None or signal.request_id != awaited.request_id:
+                continue
+            if awaited.outcome is not None:
+                # Decided already (the other copy of our own decision, a replay):
+                # nothing to settle, and reading the request again would cost a GET.
                 continue
             if message.announced_here:
                 # Stored in the same atomic step that published it: applied as it is.

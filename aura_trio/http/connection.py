@@ -8,6 +8,10 @@ final send is shielded here.
 
 The body is also entered before the response starts, so a streaming body that
 owns resources (a session) is always exited, whatever happens to the send.
+
+And the request is handled in the task Hypercorn started for it: quart-trio
+starts two more per request (one to read the request's messages, one to handle
+it); one is enough.
 """
 
 from __future__ import annotations
@@ -15,13 +19,26 @@ from __future__ import annotations
 from typing import cast
 
 import trio
-from hypercorn.typing import ASGISendCallable, HTTPResponseBodyEvent, HTTPResponseStartEvent
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+)
 from quart.utils import encode_headers
 from quart.wrappers import Response
 from quart_trio.asgi import TrioASGIHTTPConnection
 
 
 class ClosingHTTPConnection(TrioASGIHTTPConnection):
+    async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        request = self._create_request_from_scope(send)
+        async with trio.open_nursery() as nursery:
+            # The reader cancels the nursery (and so the handling) when the client
+            # goes away; the handling cancels it (the reader) when the response is sent.
+            nursery.start_soon(self.handle_messages, nursery, request, receive)
+            await self.handle_request(nursery, request, send)
+
     async def _send_response(self, send: ASGISendCallable, response: object) -> None:
         if not isinstance(response, Response):
             await super()._send_response(send, response)  # type: ignore[arg-type]

@@ -6,12 +6,17 @@ that stops reading is dropped instead of holding its task forever
 (docs/design-notes.md#bounded-socket-writes), `SO_REUSEPORT` for several worker
 processes on one port, and an ordered shutdown: stop accepting,
 let the app drain its streams, close idle connections, then the lifespan.
+
+And cheaper per request than Hypercorn's own loop (docs/design-notes.md#where-http-cpu-goes):
+keep-alive timers without a task per idle period (`keep_alive.py`), no cancel scope
+per read, and a socket write that goes straight to the socket when it can.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -30,6 +35,7 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ..api.envelope import HTTP_ERROR_CODES, envelope_error
 from ..sessions.sse import to_json
+from .keep_alive import IdleTimer, KeepAliveTimers
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +120,19 @@ class _BoundedSendTCPServer(TCPServer):
 
     Hypercorn shields writes from cancellation, so without a limit a client that
     stops reading holds its connection, and a graceful shutdown, forever.
+
+    Per request it also does less than Hypercorn's: its keep-alive timer is an
+    entry in `timers` (no task started and cancelled per idle period), a write
+    takes the send lock without a scheduler pass when nobody else holds it, goes
+    to the socket at once when the socket takes it all (else it waits as trio's
+    `send_all` does), and the empty write that ends a Content-Length body is skipped.
     """
 
-    def __init__(self, bound: SendBound, *args: object) -> None:
+    def __init__(self, bound: SendBound, timers: KeepAliveTimers, *args: object) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
         self._bound = bound
+        self._timers = timers
+        self.idle_task = IdleTimer(timers, self)  # type: ignore[assignment]
 
     async def run(self) -> None:
         try:
@@ -149,21 +163,35 @@ class _BoundedSendTCPServer(TCPServer):
                     break
             await self.protocol.handle(Closed())
         # The client is gone (or we closed): the keep-alive timer has nothing left to
-        # wait for. Hypercorn leaves it running, holding the connection's task for up
-        # to keep_alive_timeout after every disconnect.
+        # wait for. Hypercorn leaves it running, holding the connection for up to
+        # keep_alive_timeout after every disconnect.
         await self.idle_task.stop()
+
+    async def _close(self) -> None:
+        self._timers.went_busy(self)
+        await super()._close()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
             await super().protocol_send(event)
             return
+        data = event.data
+        if not data:
+            return  # h11's end of a Content-Length body: nothing to write
         stream = self.stream
         writing = self._bound.writing
-        async with self.send_lock:
+        lock = self.send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             writing[stream] = trio.current_time()
             try:
-                with trio.CancelScope(shield=True):
-                    await stream.send_all(event.data)
+                sent = _write_now(stream, data)
+                if sent < len(data):
+                    with trio.CancelScope(shield=True):
+                        await stream.send_all(memoryview(data)[sent:] if sent else data)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
                 # Busy: Hypercorn's read task is already closing the connection (it
@@ -173,7 +201,22 @@ class _BoundedSendTCPServer(TCPServer):
                     log.info("dropped a client that accepted no bytes in time")
             finally:
                 writing.pop(stream, None)
-            await self.protocol.handle(Closed())
+        finally:
+            lock.release()
+        await self.protocol.handle(Closed())
+
+
+def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
+    """Write what the socket takes right now, without a scheduler pass; 0 when it
+    takes nothing, or on any error: then `send_all` writes the rest, and raises
+    trio's own error for a broken or closed socket."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return 0
+    try:
+        return os.write(sock.fileno(), data)
+    except OSError:
+        return 0
 
 
 async def serve(
@@ -207,15 +250,18 @@ async def serve(
                 sock.listen(config.backlog)
         listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
+        timers = KeepAliveTimers(config.keep_alive_timeout)
         handler = partial(
             _BoundedSendTCPServer,
             send_bound,
+            timers,
             wrapped,
             config,
             context,
             ConnectionState(lifespan_state.copy()),
         )
         await lifespan_nursery.start(send_bound.watch)
+        await lifespan_nursery.start(timers.watch)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
                 await acceptors.start(
@@ -229,6 +275,7 @@ async def serve(
             if drain is not None:
                 await drain()
             await context.terminated.set()
+            timers.close_all()
             deadline = trio.current_time() + config.graceful_timeout
             send_bound.hurry(deadline)
             connections.cancel_scope.deadline = deadline

@@ -106,6 +106,7 @@ class Session(Generic[Frame]):
         self._asked_at = 0.0
         self._opened: list[str] = []
         self.ending: endings.Ending | None = None
+        self._last_decision: tuple[str, str] | None = None  # (request id, outcome)
         self.closed = trio.Event()
 
     def finish(self, ending: endings.Ending) -> None:
@@ -173,12 +174,6 @@ class Session(Generic[Frame]):
         ending = self.ending.kind if self.ending else "disconnected"
         self._metrics.open_sessions.dec()
         self._metrics.sessions.labels(ending).inc()
-        log.info(
-            "session ended: %s after %.3f s",
-            ending,
-            trio.current_time() - self._started,
-            extra=self._log,
-        )
         try:
             pending = self._waiter.abandon() if self._waiter else None
             if pending is not None:
@@ -190,6 +185,26 @@ class Session(Generic[Frame]):
             log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:
             self.closed.set()
+            # One line per session at INFO, with its last request's outcome: each line
+            # costs a record, JSON and a write (docs/design-notes.md#where-http-cpu-goes);
+            # every transition of a request is in its tenant's audit stream anyway.
+            if log.isEnabledFor(logging.INFO):
+                self._log_ended(ending)
+
+    def _log_ended(self, ending: str) -> None:
+        took = trio.current_time() - self._started
+        last = self._last_decision
+        if last is None:
+            log.info("session ended: %s after %.3f s", ending, took, extra=self._log)
+            return
+        request_id, outcome = last
+        log.info(
+            "session ended: %s after %.3f s; HITL request %s",
+            ending,
+            took,
+            outcome,
+            extra={**self._log, "requestId": request_id},
+        )
 
     def _cancel_via(self) -> hitl.Via:
         """Why a request still pending at cleanup is cancelled."""
@@ -200,7 +215,9 @@ class Session(Generic[Frame]):
     def _decided(self, request_id: str, kind: str) -> None:
         self._metrics.decisions.labels(kind).inc()
         self._metrics.hitl_wait.observe(trio.current_time() - self._asked_at)
-        log.info("HITL request %s", kind, extra={**self._log, "requestId": request_id})
+        self._last_decision = (request_id, kind)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("HITL request %s", kind, extra={**self._log, "requestId": request_id})
 
     async def _write(self, frame: Frame) -> None:
         # Only wait when the outbox is full. Yielding on every frame (as `send`
@@ -258,7 +275,8 @@ class Session(Generic[Frame]):
                 request.expires_at,
             )
         )  # fmt: skip
-        log.info("HITL request asked", extra={**self._log, "requestId": request.request_id})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("HITL request asked", extra={**self._log, "requestId": request.request_id})
         deadline = trio.current_time() + self._services.hitl_timeout_seconds
         match await waiter.decision(request.request_id, deadline=deadline):
             case Approved(args=approved_args):

@@ -1,18 +1,21 @@
 """The peer's FastAPI app: the stream, the approve endpoint, health.
 
-Written as the existing Python implementation of the contract does it, so the
-comparison is with what a team would otherwise run:
+Written as a team would run the existing Python design of the contract, lean:
 
 * `StreamingResponse` over an async generator; the agent runs in a task and
   hands frames to the generator through a bounded `asyncio.Queue` (64, as
-  aura's outbox); a heartbeat comment is yielded when nothing came for
-  `AURA_HEARTBEAT_SECONDS`.
-* HITL: when a session starts waiting it opens its own PubSub connection
-  (`SUBSCRIBE hitl:channel:{sessionId}`), waits with `asyncio.wait_for`, then
-  unsubscribes and closes it. It subscribes before the `hitl` event is sent,
-  so an approval that follows the event at once is never missed.
-* Approve: GET the request, check it is pending, SET it approved, PUBLISH and
-  SET the signal (the Java side's order) — not atomic, as the original.
+  aura's outbox); the generator sends whatever is queued in one chunk, and a
+  heartbeat comment when nothing came for `AURA_HEARTBEAT_SECONDS`.
+* HITL: a waiting session holds a PubSub connection of its own
+  (`SUBSCRIBE hitl:channel:{sessionId}`) and waits on it under `asyncio.timeout`.
+  It subscribes before the `hitl` event is sent, so an approval that follows the
+  event at once is never missed. Afterwards it unsubscribes and gives the
+  PubSub back to a free list, so the next waiting session reuses its connection
+  (redis-py's `PubSub.aclose()` closes the connection: one TCP connection per
+  session otherwise); one whose wait was cut short is closed instead.
+* Approve: WATCH the request, GET it, check it is pending, then in MULTI/EXEC
+  SET it approved, PUBLISH and SET the signal (the Java side's order): a
+  compare-and-set, as aura's; a request that changed meanwhile is read again.
 
 Same event JSON, same framing, same pacing and the same JWT checks as aura.
 """
@@ -37,12 +40,14 @@ import jwt
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from redis.exceptions import WatchError
 
 CONNECTED = b": connected\n\n"
 HEARTBEAT = b": heartbeat\n\n"
 DONE = b"data: [DONE]\n\n"
 OUTBOX_FRAMES = 64
 REDIS_MAX_CONNECTIONS = 20000
+SPARE_PUBSUBS = 1024  # PubSub connections kept open between waiting sessions
 DEFAULT_REJECT_REASON = "사용자 거절"
 _SENSITIVE = (
     ("git_merge", ("merge",)),
@@ -237,34 +242,76 @@ class HitlManager:
         return json.loads(raw) if raw else None
 
     async def set_status_if_pending(self, request_id: str, status: str) -> None:
-        record = await self.get_request(request_id)
-        if record is not None and record.get("status") == "pending":
-            record["status"] = status
-            await self.redis.set(f"hitl:request:{request_id}", to_json(record), keepttl=True)
+        """Compare-and-set: `status` only if the request is still pending."""
+        key = f"hitl:request:{request_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    record = json.loads(raw) if raw else None
+                    if record is None or record.get("status") != "pending":
+                        return
+                    record["status"] = status
+                    pipe.multi()
+                    pipe.set(key, to_json(record), keepttl=True)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
 
     @staticmethod
     async def wait_for_approval_signal(
         pubsub: aioredis.client.PubSub, request_id: str, timeout: float
     ) -> dict[str, Any] | None:
         """The signal for `request_id`, or None after `timeout` seconds."""
-
-        async def listen() -> dict[str, Any]:
-            async for message in pubsub.listen():
-                if message["type"] != "message":
-                    continue
-                try:
-                    signal = json.loads(message["data"])
-                except ValueError:
-                    continue
-                if isinstance(signal, dict) and signal.get("requestId") == request_id:
-                    if signal.get("status") in ("approved", "rejected"):
-                        return signal
-            raise ConnectionError("subscription ended")
-
         try:
-            return await asyncio.wait_for(listen(), timeout)
+            async with asyncio.timeout(timeout):
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    try:
+                        signal = json.loads(message["data"])
+                    except ValueError:
+                        continue
+                    if isinstance(signal, dict) and signal.get("requestId") == request_id:
+                        if signal.get("status") in ("approved", "rejected"):
+                            return signal
         except TimeoutError:
             return None
+        raise ConnectionError("subscription ended")
+
+
+class PubSubs:
+    """PubSub connections between waiting sessions: each waiting session holds one;
+    a session that got its signal gives it back unsubscribed, for the next (up to
+    `SPARE_PUBSUBS` are kept)."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._free: list[aioredis.client.PubSub] = []
+
+    def take(self) -> aioredis.client.PubSub:
+        return self._free.pop() if self._free else self._redis.pubsub()
+
+    async def give_back(self, pubsub: aioredis.client.PubSub, channel: str, *, clean: bool) -> None:
+        """Unsubscribe and keep it; close it if its wait was cut short (a cancelled
+        read may have left its connection mid-reply) or unsubscribing failed."""
+        if clean:
+            try:
+                await pubsub.unsubscribe(channel)
+            except Exception:
+                pass
+            else:
+                if len(self._free) < SPARE_PUBSUBS:
+                    self._free.append(pubsub)
+                    return
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        free, self._free = self._free, []
+        for pubsub in free:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 # --- the session -----------------------------------------------------------------
@@ -278,6 +325,7 @@ class Session:
         self.settings: Settings = app.state.settings
         self.redis: aioredis.Redis = app.state.redis
         self.hitl: HitlManager = app.state.hitl
+        self.pubsubs: PubSubs = app.state.pubsubs
         self.session_id = "sess_" + secrets.token_hex(16)
         self.prompt, self.context, self.thread_id = prompt, context, thread_id
         self.user_id, self.tenant_id = user_id, tenant_id
@@ -354,7 +402,8 @@ class Session:
         created = now()
         expires = created + math.ceil(self.settings.hitl_timeout)
         channel = f"hitl:channel:{self.session_id}"
-        pubsub = self.redis.pubsub()
+        pubsub = self.pubsubs.take()
+        signal: dict[str, Any] | None = None
         await pubsub.subscribe(channel)
         try:
             await self.hitl.save_request({
@@ -373,10 +422,7 @@ class Session:
                 pubsub, request_id, self.settings.hitl_timeout
             )
         finally:
-            try:
-                await pubsub.unsubscribe(channel)
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsubs.give_back(pubsub, channel, clean=signal is not None)
         self.pending_request = None
         if signal is None:
             await self.hitl.set_status_if_pending(request_id, "timeout")
@@ -396,19 +442,25 @@ class Session:
 
 async def sse_body(session: Session, heartbeat: float) -> AsyncGenerator[bytes, None]:
     producer = asyncio.create_task(session.run())
+    queue = session.queue
     try:
         yield CONNECTED
         while True:
-            if session.queue.empty():
+            if queue.empty():
                 try:
                     async with asyncio.timeout(heartbeat):
-                        item = await session.queue.get()
+                        item = await queue.get()
                 except TimeoutError:
                     yield HEARTBEAT
                     continue
             else:
-                item = session.queue.get_nowait()
-            yield item
+                item = queue.get_nowait()
+            # Whatever else is queued already goes out in the same chunk.
+            batch = [item]
+            while item is not DONE and not queue.empty():
+                item = queue.get_nowait()
+                batch.append(item)
+            yield item if len(batch) == 1 else b"".join(batch)
             if item is DONE:
                 return
     finally:
@@ -430,7 +482,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS
         )
         app.state.hitl = HitlManager(app.state.redis, settings)
+        app.state.pubsubs = PubSubs(app.state.redis)
         yield
+        await app.state.pubsubs.aclose()
         await app.state.redis.aclose()
 
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
@@ -483,24 +537,45 @@ def create_app(settings: Settings) -> FastAPI:
         raw = await request.body()
         body = json.loads(raw) if raw.strip() else {}
         approver = body.get("userId", user_id) if isinstance(body, dict) else user_id
+        redis: aioredis.Redis = app.state.redis
+        key = f"hitl:request:{request_id}"
+        async with redis.pipeline(transaction=True) as pipe:
+            while True:  # compare-and-set: read again if the request changed meanwhile
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    record = json.loads(raw) if raw else None
+                    if record is None or record.get("tenantId") != tenant_id:
+                        raise ApiError(404, "HITL_NOT_FOUND", "HITL request not found")
+                    if record.get("status") != "pending":
+                        already = f"HITL request is already {record.get('status')}"
+                        raise ApiError(409, "HITL_NOT_PENDING", already)
+                    record["status"] = "approved"
+                    session_id = record["sessionId"]
+                    signal = to_json({"type": "approval", "requestId": request_id,
+                                      "status": "approved", "timestamp": now(),
+                                      "userId": approver})  # fmt: skip
+                    pipe.multi()
+                    pipe.set(key, to_json(record), keepttl=True)
+                    pipe.publish(f"hitl:channel:{session_id}", signal)
+                    pipe.set(f"hitl:signal:{session_id}", signal, ex=settings.signal_ttl)
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+        data = {"requestId": request_id, "sessionId": session_id, "status": "approved"}
+        return JSONResponse(envelope(data, "HITL request approved"))
+
+    @app.get("/aura/hitl/requests/{request_id}")
+    async def read_request(request_id: str, request: Request) -> JSONResponse:
+        _, tenant_id = authenticate(request, settings)
+        if not _PATH_ID.fullmatch(request_id):
+            raise ApiError(400, "VALIDATION_ERROR", "requestId must match [A-Za-z0-9_-]{1,128}")
         hitl: HitlManager = app.state.hitl
         record = await hitl.get_request(request_id)
         if record is None or record.get("tenantId") != tenant_id:
             raise ApiError(404, "HITL_NOT_FOUND", "HITL request not found")
-        if record.get("status") != "pending":
-            raise ApiError(
-                409, "HITL_NOT_PENDING", f"HITL request is already {record.get('status')}"
-            )
-        record["status"] = "approved"
-        redis: aioredis.Redis = app.state.redis
-        await redis.set(f"hitl:request:{request_id}", to_json(record), keepttl=True)
-        session_id = record["sessionId"]
-        signal = to_json({"type": "approval", "requestId": request_id, "status": "approved",
-                          "timestamp": now(), "userId": approver})  # fmt: skip
-        await redis.publish(f"hitl:channel:{session_id}", signal)
-        await redis.set(f"hitl:signal:{session_id}", signal, ex=settings.signal_ttl)
-        data = {"requestId": request_id, "sessionId": session_id, "status": "approved"}
-        return JSONResponse(envelope(data, "HITL request approved"))
+        return JSONResponse(envelope(record, "HITL request"))
 
     @app.get("/health")
     async def health() -> JSONResponse:
