@@ -147,7 +147,8 @@ async def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(
 async def test_requests_of_a_killed_worker_are_cancelled_not_left_pending(
     tmp_path, redis_server, raw_redis
 ):
-    env = {"REDIS_URL": redis_server.url, "AURA_WORKER_TTL_SECONDS": "1"}
+    # DEBUG: each worker logs the requests it asks ("HITL request asked").
+    env = {"REDIS_URL": redis_server.url, "AURA_WORKER_TTL_SECONDS": "1", "AURA_LOG_LEVEL": "DEBUG"}
     waiting: list[dict] = []
     broken: list[dict] = []
     finished: list[dict] = []
