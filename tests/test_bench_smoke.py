@@ -43,9 +43,7 @@ def run_bench(results: Path, target: str) -> dict[str, Any]:
 
 def check_runs(data: dict[str, Any], target: str) -> None:
     runs = [run for run in data["runs"] if run["target"] == target]
-    expected = {
-        name for name in PRESETS["smoke"] if target in ONLY_ON.get(name, (target,))
-    }
+    expected = {name for name in PRESETS["smoke"] if target in ONLY_ON.get(name, (target,))}
     assert SCENARIOS <= expected and (target != "aura" or WEBSOCKET <= expected)
     assert {run["scenario"] for run in runs} == expected
     for run in runs:
