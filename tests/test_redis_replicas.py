@@ -82,20 +82,21 @@ async def test_readonly_closes_the_connections_and_they_reconnect_to_the_primary
         assert primary.client().get("k") == b"v"
 
 
-@pytest.mark.parametrize("write", ["transaction", "script"])
+@pytest.mark.parametrize("write", ["transaction", "script", "durable"])
 async def test_readonly_in_a_transaction_or_a_script_counts_too(tmp_path: Path, write: str) -> None:
     async with (
         primary_and_replica(tmp_path) as (_, replica),
         open_redis_client(replica.url, timeout=3.0, connections=1) as client,
     ):
         await eventually(lambda: client.connected, within=5)
-        call = (
-            client.transaction([("SET", "k", "v")])
-            if write == "transaction"
-            else client.run_script(_WRITE, keys=["k"], args=["v"])
-        )
+        durable = Replicated(client, replicas=1, wait_timeout=0.5)
+        calls = {
+            "transaction": lambda: client.transaction([("SET", "k", "v")]),
+            "script": lambda: client.run_script(_WRITE, keys=["k"], args=["v"]),
+            "durable": lambda: durable.transaction([("SET", "k", "v")]),  # on a lent one
+        }
         with pytest.raises(ReadOnlyError):
-            await call
+            await calls[write]()
         # Closed (it is on a replica) and opened again, on the replica again here.
         await eventually(lambda: client.stats.connects == 2, within=5)
 

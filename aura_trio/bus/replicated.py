@@ -93,9 +93,11 @@ class Replicated:
             replies = await connection.call(packed + self._wait, expected + 1)
         self._client.check_role(connection, replies)
         *replies, acked = replies
+        if any(isinstance(reply, ReplyError) for reply in replies):
+            return list(replies)  # the write's own error (READONLY, ...) comes first
         if isinstance(acked, ReplyError):
             raise specific(acked)
-        if not any(isinstance(reply, ReplyError) for reply in replies) and acked < self.replicas:
+        if acked < self.replicas:
             raise NotReplicatedError(
                 f"the write reached {acked} of {self.replicas} replicas within "
                 f"{self._wait_timeout:g} s (WAIT): on the primary only"
