@@ -24,7 +24,10 @@ from .api.openapi import install_openapi
 from .api.stream_routes import register_stream_routes
 from .api.ws_routes import register_ws_routes
 from .auth import Authenticator
+from .bus.address import AddressLike, RedisAddress, parse_redis_url
 from .bus.redis_bus import RedisBus
+from .bus.replicated import NotReplicatedError
+from .bus.sentinel import sentinel_locator
 from .errors import ApiError, HeadersTooLargeError, StoreUnavailable
 from .hitl import records as hitl
 from .hitl.liveness import Liveness, new_worker_id, requests_key
@@ -42,11 +45,32 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 * 1024
 
 
+def redis_address(settings: Settings) -> AddressLike:
+    """`REDIS_URL`, or in Sentinel mode a locator asking the sentinels (with the URL's
+    password, db and TLS settings, when it is set)."""
+    if not settings.sentinel_mode:
+        assert settings.redis_url is not None
+        return settings.redis_url
+    assert settings.redis_sentinel_master is not None
+    template = parse_redis_url(settings.redis_url) if settings.redis_url else RedisAddress()
+    return sentinel_locator(
+        settings.redis_sentinels,
+        settings.redis_sentinel_master,
+        template=template,
+        # All of them asked within half a connection attempt's bound.
+        timeout=settings.redis_timeout_seconds / (2 * len(settings.redis_sentinels)),
+    )
+
+
 def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     """Build the app. Its Redis subscriber starts and stops with the app's lifespan."""
-    if settings.redis_url is None:
-        raise ValueError("create_app needs settings.redis_url (the CLI starts an embedded Redis)")
+    if settings.redis_url is None and not settings.sentinel_mode:
+        raise ValueError(
+            "create_app needs settings.redis_url or Sentinel mode "
+            "(the CLI starts an embedded Redis)"
+        )
     settings.check_secret()
+    settings.check_sentinel()
     app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
     app.asgi_websocket_class = SessionWebsocketConnection
@@ -57,13 +81,14 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     app.config["RESPONSE_TIMEOUT"] = None
     metrics = Metrics()
     bus = RedisBus(
-        settings.redis_url,
+        redis_address(settings),
         channel_prefix=hitl.CHANNEL_PREFIX,
         stored_prefix=hitl.SIGNAL_PREFIX,
         connections=settings.redis_connections,
         timeout=settings.redis_timeout_seconds,
         poll_interval=settings.signal_poll_seconds,
         on_subscribed=metrics.redis_subscriptions.inc,
+        min_replicas=settings.redis_min_replicas,
     )
     worker_id = new_worker_id()
     store = HitlStore(
@@ -173,7 +198,13 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(StoreUnavailable)
     async def store_unavailable(error: StoreUnavailable) -> Response:
         log.warning("Redis call failed: %s", error)
-        body = envelope_error("Redis is unreachable; try again shortly", "REDIS_UNAVAILABLE")
+        message = (
+            "the write was not confirmed on the Redis replicas in time; it may still take "
+            "effect: read the request before trying again"
+            if isinstance(error, NotReplicatedError)
+            else "Redis is unreachable; try again shortly"
+        )
+        body = envelope_error(message, "REDIS_UNAVAILABLE")
         return json_response(body, 503, {"Retry-After": "1"})
 
     @app.errorhandler(HTTPException)

@@ -99,7 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("--dev: using an ephemeral JWT secret; tokens die with this process")
     settings.check_secret()
     with contextlib.ExitStack() as stack:
-        if settings.redis_url is None:
+        if settings.redis_url is None and not settings.sentinel_mode:
             settings = settings.replace(redis_url=stack.enter_context(embedded_redis()))
             log.info("no REDIS_URL: started an embedded Redis-protocol server")
         if settings.workers > 1 and args.worker_index is None:

@@ -173,10 +173,10 @@ def run_demo(*, reject: bool, ws: bool = False) -> int:
     if not settings.secret:
         settings = settings.replace(secret=secrets.token_urlsafe(48))
     with contextlib.ExitStack() as stack:
-        if settings.redis_url is None:
+        if settings.redis_url is None and not settings.sentinel_mode:
             binary = find_server_binary()
             settings = settings.replace(redis_url=stack.enter_context(embedded_redis()))
             _say(f"embedded Redis-protocol server: {binary} on {settings.redis_url}")
         else:
-            _say("Redis: REDIS_URL")
+            _say("Redis: the sentinels'" if settings.sentinel_mode else "Redis: REDIS_URL")
         return trio.run(_demo, settings, reject, ws)

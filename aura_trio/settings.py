@@ -23,6 +23,11 @@ class Settings:
     port: int = 9000
     workers: int = 1
     redis_url: str | None = None
+    # Sentinel mode when both are set: the primary is asked of these sentinels.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    # Replicas a request or an API decision must reach (WAIT) before it is shown/answered.
+    redis_min_replicas: int = 0
     secret: str = ""
     jwt_leeway_seconds: float = 30.0
     heartbeat_seconds: float = 15.0
@@ -71,6 +76,11 @@ class Settings:
             "port": reader.integer("AURA_PORT", d.port, minimum=0),
             "workers": reader.integer("AURA_WORKERS", d.workers, minimum=1),
             "redis_url": env.get("REDIS_URL") or None,
+            "redis_sentinels": reader.endpoints("REDIS_SENTINELS", default_port=26379),
+            "redis_sentinel_master": reader.text("REDIS_SENTINEL_MASTER", "") or None,
+            "redis_min_replicas": reader.integer(
+                "AURA_REDIS_MIN_REPLICAS", d.redis_min_replicas, minimum=0
+            ),
             "secret": env.get("SECRET_KEY") or env.get("JWT_SECRET") or "",
             "jwt_leeway_seconds": reader.number("AURA_JWT_LEEWAY_SECONDS", d.jwt_leeway_seconds),
             "heartbeat_seconds": reader.number(
@@ -119,7 +129,33 @@ class Settings:
             "ws_allowed_origins": reader.origins("AURA_WS_ALLOWED_ORIGINS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check_sentinel()
+        return settings
+
+    @property
+    def sentinel_mode(self) -> bool:
+        """Both REDIS_SENTINELS and REDIS_SENTINEL_MASTER are set."""
+        return bool(self.redis_sentinels) and self.redis_sentinel_master is not None
+
+    def check_sentinel(self) -> None:
+        """Raise :class:`ConfigError` unless the Sentinel settings are both set or both unset,
+        and REDIS_URL (kept for password, db and TLS) names no unix socket."""
+        if bool(self.redis_sentinels) != (self.redis_sentinel_master is not None):
+            given, missing = (
+                ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")
+                if self.redis_sentinels
+                else ("REDIS_SENTINEL_MASTER", "REDIS_SENTINELS")
+            )
+            raise ConfigError(
+                f"{given} is set but {missing} is not: Sentinel mode needs both "
+                "(the sentinels' host:port list and the monitored primary's name)"
+            )
+        if self.sentinel_mode and (self.redis_url or "").startswith("unix:"):
+            raise ConfigError(
+                "REDIS_URL names a unix socket, but in Sentinel mode the primary is a TCP "
+                "address the sentinels give (REDIS_URL only lends its password, db and TLS)"
+            )
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -180,6 +216,29 @@ class _Reader:
         if raw is None:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def endpoints(self, name: str, *, default_port: int) -> tuple[tuple[str, int], ...]:
+        """Comma-separated `host:port` (`[v6]:port`; port optional); empty items dropped."""
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        endpoints = []
+        for item in (part.strip() for part in raw.split(",")):
+            if not item:
+                continue
+            host, port = item, str(default_port)
+            if item.startswith("["):
+                host, _, rest = item[1:].partition("]")
+                if rest:
+                    port = rest.removeprefix(":")
+            elif item.count(":") == 1:
+                host, port = item.split(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"{name}: {item!r} is not host:port")
+            endpoints.append((host, int(port)))
+        if not endpoints:
+            raise ConfigError(f"{name}={raw!r} names no sentinel (host:port,...)")
+        return tuple(endpoints)
 
     def origins(self, name: str) -> frozenset[str] | None:
         raw = self._raw(name)

@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,14 +133,22 @@ def _start_redis_on(
     binary: str, directory: Path, port: int, options: Sequence[str], within: float
 ) -> RedisServer:
     log_path = directory / "redis.log"
-    log_start = log_path.stat().st_size if log_path.exists() else 0  # Redis appends to it
-    process = subprocess.Popen(
+    return _launch(
         [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
          "--dir", str(directory), "--logfile", str(log_path), *options],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        binary, directory, port, within,
     )  # fmt: skip
+
+
+def _launch(
+    command: list[str], binary: str, directory: Path, port: int, within: float
+) -> RedisServer:
+    """Start `command` (a server logging to `directory/redis.log`), once it answers as ours."""
+    log_path = directory / "redis.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # Redis appends to it
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     server = RedisServer(binary, port, directory, process)
     try:
         _wait_until_ours(server, within, log_start)
@@ -202,6 +211,47 @@ def running_redis(directory: Path, *options: str, port: int | None = None) -> It
         yield server
     finally:
         server.stop()
+
+
+def sentinel_binary() -> str | None:
+    """`redis-sentinel` from PATH (Debian's package of that name), if installed."""
+    return shutil.which("redis-sentinel")
+
+
+def start_sentinel(
+    directory: Path,
+    primary_port: int,
+    *,
+    master: str = "m",
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 3000,
+    port: int | None = None,
+    within: float = 10.0,
+) -> RedisServer:
+    """A redis-sentinel monitoring the primary on `primary_port` as `master`, its
+    own writable config file (Sentinel rewrites it) and log in `directory`."""
+    binary = sentinel_binary()
+    if binary is None:
+        raise RuntimeError("redis-sentinel is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def start_on(chosen: int) -> RedisServer:
+        config = directory / "sentinel.conf"
+        config.write_text(
+            f"port {chosen}\nbind {HOST}\ndir {directory}\nlogfile {directory / 'redis.log'}\n"
+            f"sentinel monitor {master} {HOST} {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master} {down_after_ms}\n"
+            f"sentinel failover-timeout {master} {failover_timeout_ms}\n"
+        )
+        return _launch([binary, str(config)], binary, directory, chosen, within)
+
+    if port is not None:
+        return start_on(port)
+    for _ in range(4):
+        with contextlib.suppress(PortClash):
+            return start_on(pick_port())
+    return start_on(pick_port())
 
 
 # --- a server under test ------------------------------------------------------------

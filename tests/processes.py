@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -24,7 +25,16 @@ from bench.harness import RedisServer, ServerProcess
 
 from .helpers import SECRET
 
-__all__ = ["AOF", "RedisServer", "ServerProcess", "run_redis", "run_server", "serve", "stop"]
+__all__ = [
+    "AOF",
+    "RedisServer",
+    "ServerProcess",
+    "run_redis",
+    "run_sentinel",
+    "run_server",
+    "serve",
+    "stop",
+]
 
 # A Redis that keeps its data across SIGKILL.
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
@@ -88,6 +98,22 @@ async def run_redis(
     """A redis-server of the test's own (`port`: on that port, e.g. to restart one)."""
     server = await trio.to_thread.run_sync(
         partial(harness.start_redis, directory, *options, port=port)
+    )
+    try:
+        yield server
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.stop)
+
+
+@asynccontextmanager
+async def run_sentinel(
+    directory: Path, primary_port: int, *, port: int | None = None, **options: Any
+) -> AsyncIterator[RedisServer]:
+    """A redis-sentinel of the test's own, monitoring the primary on `primary_port`
+    (`options`: of :func:`bench.harness.start_sentinel`)."""
+    server = await trio.to_thread.run_sync(
+        partial(harness.start_sentinel, directory, primary_port, port=port, **options)
     )
     try:
         yield server

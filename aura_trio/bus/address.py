@@ -14,7 +14,7 @@ with ValueError, so a misspelt TLS option cannot go unnoticed.
 A connection does not hold an address but a :data:`Locator`: an async callable it
 asks at every (re)connect. :func:`fixed` is the locator of one known address; a
 Sentinel locator (asking `SENTINEL get-master-addr-by-name`) fits the same slot
-and returns ``address.at(host, port)``.
+and returns ``address.primary_at(host, port)`` (`bus/sentinel.py`).
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ class RedisAddress:
     `path` set: a unix socket (host and port unused). `tls` set: TLS over TCP, the
     server's name checked against `host` (if the settings say so). The session is
     opened with `AUTH [username] password` if a password is given, `SELECT db` if
-    db is not 0, and `CLIENT SETNAME client_name` if one is given.
+    db is not 0, and `CLIENT SETNAME client_name` if one is given. `primary_only`
+    (Sentinel's addresses): `ROLE` is asked too, and a replica refused.
     """
 
     host: str = "localhost"
@@ -106,10 +107,15 @@ class RedisAddress:
     db: int = 0
     tls: TLSSettings | None = None
     client_name: str | None = None
+    primary_only: bool = False
 
     def at(self, host: str, port: int) -> RedisAddress:
-        """The same credentials, db and TLS settings on another server (Sentinel)."""
+        """The same credentials, db and TLS settings on another server."""
         return dataclasses.replace(self, host=host, port=port, path=None)
+
+    def primary_at(self, host: str, port: int) -> RedisAddress:
+        """:meth:`at`, where a connection must find a primary (Sentinel's answer)."""
+        return dataclasses.replace(self.at(host, port), primary_only=True)
 
     def describe(self) -> str:
         """Where, for logs and errors: never the password."""
@@ -160,7 +166,7 @@ def parse_redis_url(url: str) -> RedisAddress:
     protocol = options.pop("protocol", 2)
     if protocol != 2:
         raise ValueError(f"only RESP2 is spoken here, not protocol={protocol}")
-    known = {field.name for field in dataclasses.fields(RedisAddress)}
+    known = {field.name for field in dataclasses.fields(RedisAddress)} - {"primary_only"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"unknown option(s) in the Redis URL: {', '.join(unknown)}")

@@ -28,14 +28,16 @@ wanting a longer bound needs another client. A caller that fails with
 TransportError after its command was written cannot know whether it took effect.
 
 Replies come as hiredis gives them: bytes, int, None, lists; error replies are
-raised as :class:`ReplyError` (:class:`ReadOnlyError` for `READONLY`).
+raised as :class:`ReplyError` (:class:`ReadOnlyError` for `READONLY`). A `READONLY`
+reply also means the connections are on a replica (a primary demoted under them):
+all are closed and opened again on the address the locator then gives.
 
 The connections are shared: commands must be one request, one reply, and leave
 the connection as they found it. Not through :meth:`RedisClient.execute`:
 SUBSCRIBE and MONITOR (use :func:`aura_trio.bus.subscriber.serve_subscriber`),
 SELECT, AUTH, CLIENT REPLY, MULTI/WATCH by hand (use
 :meth:`RedisClient.transaction`), and commands that block (WAIT, BLPOP: use
-:meth:`RedisClient.dedicated`).
+:meth:`RedisClient.dedicated`, or :meth:`RedisClient.lend` for a pooled one).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ _MULTI = pack(("MULTI",))
 _EXEC = pack(("EXEC",))
 # A connection that stayed up this long is opened again at once when it breaks.
 _STABLE_SECONDS = 1.0
+_READONLY = b"READONLY"
 
 
 class Script:
@@ -73,12 +76,17 @@ class Script:
 class RedisClient:
     """Commands over a fixed set of connections; made by :func:`open_redis_client`."""
 
-    def __init__(self, locator: Locator, *, timeout: float, connect_timeout: float) -> None:
+    def __init__(
+        self, locator: Locator, *, timeout: float, connect_timeout: float, lendable: int = 4
+    ) -> None:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.stats = Stats()
         self._locate = locator
         self._live: list[Connection] = []
+        self._idle: list[Connection] = []  # lendable connections not lent now
+        self._lendable = trio.Semaphore(lendable)
+        self._nursery: trio.Nursery | None = None
         self._last_error: str | None = None
         self._changed = trio.Event()
         self._closed = False
@@ -164,14 +172,76 @@ class RedisClient:
         async with serving(connection):
             yield Dedicated(connection)
 
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[Connection]:
+        """A pooled connection, the caller's alone while inside.
+
+        For a command that blocks its connection and covers the connection's
+        earlier writes (`WAIT`): written with its write as one chunk on a lent
+        connection, it holds up no other caller. At most `lendable` (4) are lent at
+        once; the others wait, bounded by `timeout`. One that broke, or is left
+        with a reply outstanding (its caller was cancelled), is closed, not
+        pooled again; a new one is opened on the locator's current address.
+
+        Raises:
+            StoreUnavailable: none free within `timeout`, or one could not be
+                opened (TransportError, or the locator's own error).
+        """
+        acquired = False
+        with trio.move_on_after(self.timeout):
+            await self._lendable.acquire()
+            acquired = True
+        if not acquired:
+            raise TransportError(f"no connection free to lend within {self.timeout:g} s")
+        try:
+            connection = await self._lent_connection()
+            try:
+                yield connection
+            finally:
+                if connection.error is None and connection.pending == 0 and not self._closed:
+                    self._idle.append(connection)
+                else:
+                    connection.close(f"lent connection to {connection.where} closed")
+        finally:
+            self._lendable.release()
+
+    async def _lent_connection(self) -> Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.error is None:
+                return connection
+        if self._nursery is None or self._closed:
+            raise TransportError("the Redis client is closed")
+        try:
+            with trio.fail_after(self.connect_timeout):
+                address, stream, parser = await dial_located(self._locate)
+        except trio.TooSlowError:
+            raise TransportError(f"no connection within {self.connect_timeout:g} s") from None
+        connection = Connection(
+            stream, parser, where=address.describe(), reply_timeout=self.timeout, stats=self.stats
+        )
+        self.stats.connects += 1
+        self._nursery.start_soon(connection.serve)
+        return connection
+
     def reconnect(self, reason: str) -> None:
         """Close every open connection: callers waiting on them fail with
         TransportError(`reason`), and each is opened again on the address the
         locator then gives (at once if it had been up a second, else after the
         backoff). For a caller that learnt the address is stale, e.g. from a
         ReadOnlyError: the connection is on a replica."""
-        for connection in list(self._live):
+        for connection in [*self._live, *self._idle]:
             connection.close(reason)
+        self._idle.clear()
+
+    def check_role(self, connection: Connection, reply: Any) -> None:
+        """After `reply` came on `connection`: if it (or one of a pipeline's
+        replies) is `READONLY`, the connections are on a replica: reconnect all."""
+        replies = reply if isinstance(reply, list) else (reply,)
+        for item in replies:
+            if isinstance(item, ReplyError) and item.code == "READONLY":
+                self.reconnect(f"{connection.where} answered READONLY: it is a replica now")
+                return
 
     async def _call(self, packed: bytes, expected: int) -> Any:
         # No cancel scope per call (one costs more than the rest of a call): once
@@ -182,7 +252,10 @@ class RedisClient:
                 connection = await self._wait_for_connection()
             if connection is None:
                 raise TransportError(f"no Redis connection within {self.timeout:g} s")
-        return await connection.call(packed, expected)
+        reply = await connection.call(packed, expected)
+        if expected > 1 or isinstance(reply, ReplyError):
+            self.check_role(connection, reply)
+        return reply
 
     def _pick(self) -> Connection | None:
         # A write gathering commands takes this one too: the callers of one scheduler
@@ -297,6 +370,7 @@ async def open_redis_client(
     )
     with unwrapped():
         async with trio.open_nursery() as nursery:
+            client._nursery = nursery
             for _ in range(connections):
                 nursery.start_soon(client._keep_connected)
             try:

@@ -3,7 +3,8 @@
 :func:`dial` opens the stream (TCP, unix socket, or TLS with `trio.SSLStream`) and
 the session in RESP2, without HELLO: `AUTH`, `SELECT`, `CLIENT SETNAME` as the
 address says, then `PING`, so a connection counts as up only once the server
-answered. Commands are packed and replies parsed by hiredis.
+answered; for an address that must be a primary (Sentinel's), `ROLE` too, and a
+connection that finds a replica there fails. Commands are packed and replies parsed by hiredis.
 """
 
 from __future__ import annotations
@@ -114,6 +115,29 @@ async def _open_stream(address: RedisAddress) -> trio.abc.Stream:
     return tls
 
 
+async def exchange(
+    stream: trio.abc.Stream, parser: hiredis.Reader, commands: list[tuple[Arg, ...]], where: str
+) -> list[Any]:
+    """Send `commands` in one write and read their replies (error replies as values).
+
+    Raises:
+        TransportError: the stream closed, or more replies came than were asked for.
+        BROKEN: the stream broke.
+    """
+    await stream.send_all(b"".join(pack(command) for command in commands))
+    replies: list[Any] = []
+    while len(replies) < len(commands):
+        data = await stream.receive_some(RECEIVE_SIZE)
+        if not data:
+            raise TransportError(f"{where} closed the connection at once")
+        parser.feed(data)  # type: ignore[arg-type]  # any buffer will do
+        while (reply := parser.gets()) is not MORE:
+            replies.append(reply)
+    if len(replies) > len(commands):
+        raise TransportError(f"{where} sent replies nobody asked for")
+    return replies
+
+
 async def _open_session(stream: trio.abc.Stream, address: RedisAddress) -> hiredis.Reader:
     commands: list[tuple[Arg, ...]] = []
     if address.password is not None:
@@ -125,23 +149,19 @@ async def _open_session(stream: trio.abc.Stream, address: RedisAddress) -> hired
         commands.append(("SELECT", address.db))
     if address.client_name:
         commands.append(("CLIENT", "SETNAME", address.client_name))
+    if address.primary_only:
+        commands.append(("ROLE",))
     commands.append(("PING",))
     parser = new_parser()
-    await stream.send_all(b"".join(pack(command) for command in commands))
-    replies: list[Any] = []
-    while len(replies) < len(commands):
-        data = await stream.receive_some(RECEIVE_SIZE)
-        if not data:
-            raise TransportError(f"{address.describe()} closed the connection at once")
-        parser.feed(data)  # type: ignore[arg-type]  # any buffer will do
-        while (reply := parser.gets()) is not MORE:
-            replies.append(reply)
-    if len(replies) > len(commands):
-        raise TransportError(f"{address.describe()} sent replies nobody asked for")
+    replies = await exchange(stream, parser, commands, address.describe())
     for command, reply in zip(commands, replies, strict=True):
         if isinstance(reply, ReplyError):
             raise TransportError(
                 f"{address.describe()} refused {command[0]!s}"
                 f"{' ' + str(command[1]) if command[0] == 'SELECT' else ''}: {reply.message}"
             )
+        if command[0] == "ROLE" and not (isinstance(reply, list) and reply[:1] == [b"master"]):
+            role = reply[0] if isinstance(reply, list) and reply else b"?"
+            name = "replica" if role == b"slave" else role.decode(errors="replace")
+            raise TransportError(f"{address.describe()} is a {name}, not the primary")
     return parser

@@ -4,6 +4,8 @@ pattern subscription, fanned out to local subscribers by topic.
 Messages published while the subscription is down are lost by Redis, so every
 watched subscription's stored value is re-read in one batch whenever the
 subscription is (re-)established, and again every `poll_interval` as a safety net.
+A re-read that fails (the command connections still on their way to a new
+primary after a failover) is tried again soon, with backoff, not at the next poll.
 A message this process publishes itself reaches its local subscriber once, marked
 as announced here (:meth:`RedisBus.announcing`): at once when the publishing step
 returns, or earlier if Redis sends its copy back first; the other copy is dropped.
@@ -20,6 +22,8 @@ import trio
 from ..errors import StoreUnavailable
 from .address import AddressLike
 from .client import RedisClient, open_redis_client
+from .dial import Backoff
+from .replicated import Replicated
 from .subscriber import serve_subscriber
 from .topics import Subscription, Topics
 
@@ -37,6 +41,8 @@ class RedisBus:
         stored_prefix: the last message of a topic is stored at `stored_prefix + topic`.
         connections: the fixed number of command connections.
         timeout: the bound of every command.
+        min_replicas: how many replicas a :attr:`durable` write must reach (`WAIT`,
+            bounded by half the `timeout`); 0: none, no `WAIT`.
     """
 
     def __init__(
@@ -49,8 +55,11 @@ class RedisBus:
         timeout: float = 3.0,
         poll_interval: float = 5.0,
         on_subscribed: Callable[[], object] | None = None,
+        min_replicas: int = 0,
     ) -> None:
         self._address = address
+        self.min_replicas = min_replicas
+        self._durable: Replicated | None = None
         self._channel_prefix = channel_prefix.encode()
         self._stored_prefix = stored_prefix
         self._connections = connections
@@ -72,6 +81,13 @@ class RedisBus:
         if self._client is None:
             raise StoreUnavailable("the Redis bus is not running")
         return self._client
+
+    @property
+    def durable(self) -> Replicated:
+        """Writes confirmed on `min_replicas` replicas (`transaction`, `run_script`)."""
+        if self._durable is None:
+            raise StoreUnavailable("the Redis bus is not running")
+        return self._durable
 
     @property
     def connected(self) -> bool:
@@ -139,6 +155,9 @@ class RedisBus:
             self._address, connections=self._connections, timeout=self._timeout
         ) as client:
             self._client = client
+            self._durable = Replicated(
+                client, replicas=self.min_replicas, wait_timeout=self._timeout / 2
+            )
             try:
                 async with trio.open_nursery() as nursery:
                     first = trio.Event()
@@ -149,6 +168,7 @@ class RedisBus:
                     task_status.started()
             finally:
                 self._client = None
+                self._durable = None
                 self.subscribed = False
 
     async def _subscribe(self, first: trio.Event) -> None:
@@ -187,14 +207,20 @@ class RedisBus:
         self._topics.deliver(topic, payload)
 
     async def _resync_loop(self) -> None:
+        backoff = Backoff()
+        retry = False
         while True:
-            with trio.move_on_after(self._poll_interval):
+            with trio.move_on_after(backoff.next() if retry else self._poll_interval):
                 await self._resync_wanted.wait()
             self._resync_wanted = trio.Event()
             try:
                 await self._resync()
             except StoreUnavailable as error:
                 log.warning("resync of stored signals failed: %s", error)
+                retry = self.subscribed  # else it comes with the next subscription
+            else:
+                retry = False
+                backoff.reset()
 
     async def _resync(self) -> None:
         watched = self._topics.watched()

@@ -4,11 +4,18 @@ Each change of a request is a compare-and-set of its stored JSON, and in the sam
 Lua step it leaves its tenant's pending index and is appended to its tenant's
 audit stream (and a decision's signal is stored and published). So the inbox
 never lists a settled request, and the audit log misses none.
+
+What a person sees is durable (`AURA_REDIS_MIN_REPLICAS`, the bus's
+:attr:`~aura_trio.bus.redis_bus.RedisBus.durable` writes): a request is opened,
+and a decision made through our API, only once `WAIT` confirmed it on the
+replicas. A decision's signal is then published after that confirmation, not in
+its Lua step: no session resumes on a decision that a failover could still undo.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, NamedTuple
 
 from ..bus.client import Script
@@ -19,13 +26,15 @@ from . import records as hitl
 from .edits import check_edited_args
 from .records import HitlRequest, SessionPointer
 
+log = logging.getLogger(__name__)
+
 # Each attempt only loses to another writer that already moved the record on; a
 # handful of attempts is plenty, and bounded.
 _ATTEMPTS = 8
 
 # KEYS: request, pending index, audit stream [, signal]
 # ARGV: old JSON, new JSON, index member, audit max length, audit entry
-#       [, signal, signal TTL, channel]
+#       [, signal, signal TTL, channel ('': not published here)]
 _TRANSITION = Script("""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
@@ -33,7 +42,7 @@ redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[5])
 if #KEYS > 3 then
   redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
-  redis.call('PUBLISH', ARGV[8], ARGV[6])
+  if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[6]) end
 end
 return 1
 """)
@@ -113,7 +122,11 @@ class HitlStore:
 
     async def open_request(self, request: HitlRequest) -> None:
         """Store a new pending request, point its session at it, index it, audit it
-        and list it as this process's, in one MULTI/EXEC."""
+        and list it as this process's, in one MULTI/EXEC, confirmed on the replicas.
+
+        Raises:
+            NotReplicatedError: stored on the primary, but not confirmed in time.
+        """
         session = SessionPointer(
             request.session_id, request.request_id, request.user_id, request.tenant_id
         )
@@ -129,7 +142,7 @@ class HitlStore:
         if self._owned_set is not None:
             commands.append(("SADD", self._owned_set, request.request_id))
             commands.append(("EXPIRE", self._owned_set, self._request_ttl))
-        await self._bus.commands.transaction(commands)
+        await self._bus.durable.transaction(commands)
 
     def disown(self, request_ids: list[str]) -> None:
         """This process no longer waits for these requests (they are settled).
@@ -234,9 +247,12 @@ class HitlStore:
 
         All of it is one atomic step, so of two concurrent decisions exactly one
         succeeds. `args`: edited arguments to approve instead of the proposed ones,
-        checked against what the agent declared editable. Returns the decided request.
+        checked against what the agent declared editable. Returns the decided request
+        once it is confirmed on the replicas.
 
         Raises:
+            NotReplicatedError: decided on the primary, but not confirmed in time
+                (not published either: the sessions find it at their next re-read).
             NotFoundError: as :meth:`read_request`.
             ConflictError: the request is no longer pending.
             ValidationError: `args` are not an allowed edit (nothing is decided).
@@ -264,6 +280,8 @@ class HitlStore:
             )
             with self._bus.announcing(request.session_id, signal) as announce:
                 if await self._transition(raw, request, decided, signal=signal):
+                    if self._bus.min_replicas:
+                        await self._publish(request.session_id, signal)
                     announce()
                     return decided
         raise StoreUnavailable(f"{key} kept changing; try again")
@@ -296,6 +314,13 @@ class HitlStore:
                 return settled
         raise StoreUnavailable(f"{key} kept changing; try again")
 
+    async def _publish(self, session_id: str, signal: bytes) -> None:
+        # Durable already: a PUBLISH lost now only delays the sessions to their re-read.
+        try:
+            await self._bus.commands.execute("PUBLISH", hitl.channel(session_id), signal)
+        except StoreUnavailable as error:
+            log.warning("a confirmed decision's signal was not published: %s", error)
+
     async def _transition(
         self, raw: bytes, before: HitlRequest, after: HitlRequest, *, signal: bytes | None = None
     ) -> bool:
@@ -311,7 +336,11 @@ class HitlStore:
             self._audit_max_len,
             _audit_entry(before, after),
         ]
-        if signal is not None:
-            keys.append(hitl.signal_key(before.session_id))
-            args += [signal, self._signal_ttl, hitl.channel(before.session_id)]
-        return bool(await self._bus.commands.run_script(_TRANSITION, keys=keys, args=args))
+        if signal is None:
+            return bool(await self._bus.commands.run_script(_TRANSITION, keys=keys, args=args))
+        # A decision: durable, and published here only when no confirmation is awaited.
+        durable = self._bus.durable
+        channel = "" if durable.replicas else hitl.channel(before.session_id)
+        keys.append(hitl.signal_key(before.session_id))
+        args += [signal, self._signal_ttl, channel]
+        return bool(await durable.run_script(_TRANSITION, keys=keys, args=args))
