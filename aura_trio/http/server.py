@@ -142,8 +142,10 @@ class _BoundedSendTCPServer(TCPServer):
             # → its protocol → our bound `protocol_send`): ~28 objects per connection
             # that only a full collection would free. Cut it: refcounting frees them
             # at once, and nothing of a connection waits for (or stalls) the collector.
+            # Our keep-alive timer refers back to this object: the same cycle.
             self.__dict__.pop("protocol", None)
             self.__dict__.pop("_task_group", None)
+            self.__dict__.pop("idle_task", None)
 
     async def _read_data(self) -> None:
         if type(self.protocol.protocol) is H11Protocol:  # built by TCPServer.run just now
