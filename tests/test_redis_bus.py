@@ -130,3 +130,33 @@ async def test_a_stopped_bus_leaves_no_connection_open(redis_server, raw_redis: 
         assert ours() == 3  # the subscriber and the two command connections
         nursery.cancel_scope.cancel()
     await eventually(lambda: not ours(), within=5, step=0.05)
+
+
+async def test_a_signal_stored_just_after_the_resubscription_re_read_is_found(
+    redis_server, raw_redis: redis.Redis
+):
+    """Regression: the Java side publishes, then stores. A signal published while the
+    subscription was down and stored just after the re-read that follows the new
+    subscription was in neither; with the safety-net poll far off, its session
+    waited until its timeout (seen once in the Redis-restart fault test)."""
+    bus = RedisBus(
+        redis_server.url,
+        channel_prefix=hitl.CHANNEL_PREFIX,
+        stored_prefix=hitl.SIGNAL_PREFIX,
+        poll_interval=600,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        with bus.subscribe("marker") as marker, bus.subscribe("late") as late:
+            marker.watched = late.watched = True
+            raw_redis.set("hitl:signal:marker", b"m")
+            before = bus.subscribed_count
+            raw_redis.client_kill_filter(_type="pubsub")
+            # The marker's stored signal comes with the re-read of the new subscription.
+            with trio.fail_after(5):
+                assert (await marker.receive.receive()).payload == b"m"
+            assert bus.subscribed_count > before
+            raw_redis.set("hitl:signal:late", b"l")  # its PUBLISH went to nobody
+            with trio.fail_after(3):
+                assert (await late.receive.receive()).payload == b"l"
+        nursery.cancel_scope.cancel()

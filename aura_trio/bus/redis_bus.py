@@ -30,6 +30,8 @@ from .topics import Subscription, Topics
 log = logging.getLogger(__name__)
 
 _MGET_BATCH = 500
+# After a (re)subscription's re-read, one more this much later.
+_FOLLOW_UP_SECONDS = 1.0
 
 
 class RedisBus:
@@ -209,9 +211,15 @@ class RedisBus:
     async def _resync_loop(self) -> None:
         backoff = Backoff()
         retry = False
+        follow_up = False
         while True:
-            with trio.move_on_after(backoff.next() if retry else self._poll_interval):
+            if retry:
+                wait = backoff.next()
+            else:
+                wait = _FOLLOW_UP_SECONDS if follow_up else self._poll_interval
+            with trio.move_on_after(wait):
                 await self._resync_wanted.wait()
+            asked = self._resync_wanted.is_set()
             self._resync_wanted = trio.Event()
             try:
                 await self._resync()
@@ -221,6 +229,10 @@ class RedisBus:
             else:
                 retry = False
                 backoff.reset()
+                # The Java side publishes, then stores: a signal published just before
+                # the subscription and stored just after the re-read is in neither.
+                # One more re-read shortly after a (re)subscription finds it.
+                follow_up = asked
 
     async def _resync(self) -> None:
         watched = self._topics.watched()
