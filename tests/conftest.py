@@ -32,8 +32,16 @@ from .helpers import SECRET, Aura, StartServer
 TEST_SECONDS = 60
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    # Before pytest-trio's own wrapper of this hook replaces the coroutine function
+    # by its runner (by pytest_pyfunc_call it is too late to see a coroutine).
+    if isinstance(item, pytest.Function):
+        bound_async_test(item)
+    yield
+
+
+def bound_async_test(pyfuncitem: pytest.Function) -> None:
     function = pyfuncitem.obj
     if inspect.iscoroutinefunction(function) and not getattr(function, "_bounded", False):
         limit = pyfuncitem.get_closest_marker("time_limit")

@@ -12,6 +12,7 @@ import inspect
 import socket
 
 import hypercorn.trio.tcp_server as tcp_server
+import trio
 from hypercorn.config import Config
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
@@ -113,3 +114,12 @@ def test_quart_schema_wraps_make_response_on_the_app_and_we_take_it_back():
     app = create_app(settings)
     assert "make_response" not in vars(app)
     assert app.make_response.__func__ is Quart.make_response
+
+
+async def test_every_async_test_runs_under_a_deadline():
+    """conftest bounds every async test (TEST_SECONDS unless marked `time_limit`): a
+    hang fails its test instead of hanging the whole run. The bound was once applied
+    too late to take effect, after pytest-trio had already wrapped the test."""
+    from .conftest import TEST_SECONDS
+
+    assert trio.current_effective_deadline() <= trio.current_time() + TEST_SECONDS
