@@ -52,10 +52,14 @@ _POLL_SECONDS = 0.02
 _QUIET_LEVELS = {"WARNING", "ERROR", "CRITICAL"}
 
 
-def stop_process(process: subprocess.Popen[bytes], within: float = STOP_SECONDS) -> int:
-    """SIGTERM, wait up to `within` seconds, then SIGKILL; returns the exit status."""
+def stop_process(
+    process: subprocess.Popen[bytes], within: float = STOP_SECONDS, sig: int = signal.SIGTERM
+) -> int:
+    """`sig` (once: a second one could land after the process restored its default
+    handler, and kill it), wait up to `within` seconds, then SIGKILL; returns the exit
+    status."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
             return process.wait(within)
         except subprocess.TimeoutExpired:
@@ -281,9 +285,7 @@ class ServerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_SECONDS) -> int:
         """Send `sig` and wait for the exit status (SIGKILL after `timeout`)."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return stop_process(self.process, timeout)
+        return stop_process(self.process, timeout, sig)
 
 
 def _ports_in_log(log_path: Path) -> list[int]:
