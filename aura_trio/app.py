@@ -11,6 +11,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .agents import Agent, load_agent
+from .api.console_routes import register_console_routes
 from .api.envelope import (
     HTTP_ERROR_CODES,
     envelope_error,
@@ -167,6 +168,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         allowed_origins=settings.ws_allowed_origins,
         send_timeout=settings.send_timeout_seconds,
     )
+    register_console_routes(app)
     install_openapi(app)
     return app
 
