@@ -172,6 +172,10 @@ async def test_routes_strip_the_api_prefix(open_gateway: OpenGateway) -> None:
             request_id = hitl[-1].json()["data"]["requestId"]
             stored = await gateway.request("GET", f"/api/aura/hitl/requests/{request_id}")
             assert stored.status == 200 and stored.json()["data"]["status"] == "pending"
+            inbox = await gateway.request("GET", "/api/aura/hitl/pending")
+            assert [item["requestId"] for item in inbox.json()["data"]["items"]] == [request_id]
+            console = await gateway.request("GET", "/api/aura/console", headers={})
+            assert console.status == 200 and b'id="inbox"' in console.body
             reason = {"reason": "not today"}
             rejected = await gateway.request(
                 "POST", f"/api/aura/hitl/reject/{request_id}", body=reason
@@ -205,6 +209,12 @@ def test_committed_config_sets_what_streams_need() -> None:
     locations = dict(re.findall(location, server))
     assert locations["/api/aura/hitl/"].split() == ["proxy_pass", "http://aura_hitl/aura/hitl/;"]
     assert locations["/api/aura/"].split() == ["proxy_pass", "http://aura/aura/;"]
+    # Ours under /aura/hitl, which the Main Service does not have (the console reads it).
+    for route in ("pending", "audit"):
+        assert locations[f"= /api/aura/hitl/{route}"].split() == [
+            "proxy_pass",
+            f"http://aura/aura/hitl/{route};",
+        ]
     # A proxy_set_header inside a location would drop every one set on the server
     # (so the WebSocket location repeats them).
     websocket = locations["= /api/aura/ws"]
