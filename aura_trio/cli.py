@@ -137,7 +137,9 @@ def _print_dev_banner(settings: Settings, port: int) -> None:
         f"  curl -N -H 'Authorization: Bearer {token}' "
         f"'{base}/aura/test/stream?message={quote(DEV_PROMPT)}'\n"
         "then approve the requestId its `hitl` event names:\n"
-        f"  curl -X POST -H 'Authorization: Bearer {token}' {base}/aura/hitl/approve/<requestId>\n",
+        f"  curl -X POST -H 'Authorization: Bearer {token}' {base}/aura/hitl/approve/<requestId>\n"
+        "or decide it in the approval console:\n"
+        f"  {base}/aura/console#token={token}\n",
         file=sys.stderr,
         flush=True,
     )

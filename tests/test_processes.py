@@ -160,6 +160,9 @@ async def test_serve_dev_without_secret_prints_a_working_curl_line(
         text = await trio.Path(server.log_path).read_text()
         bearer = text.split("Authorization: Bearer ", 1)[1].split("'", 1)[0]
         assert f":{server.port}/aura/test/stream?message=" in text
+        assert f":{server.port}/aura/console#token={bearer}\n" in text
+        page = await client.request(HOST, server.port, "GET", "/aura/console")
+        assert page.status == 200 and b'id="inbox"' in page.body
         headers = {"Authorization": f"Bearer {bearer}"}
         async with client.open_sse(
             HOST, server.port, stream_target("merge"), headers=headers
