@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--ws", action="store_true", help="over a WebSocket, approving on the same socket"
     )
+    demo.add_argument(
+        "--console",
+        action="store_true",
+        help="print the approval console's URL, leave the request to a person there,"
+        " and serve until Ctrl-C",
+    )
     return parser
 
 
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            return run_demo(reject=args.reject, ws=args.ws)
+            return run_demo(reject=args.reject, ws=args.ws, console=args.console)
         return _serve(args)
     except (ConfigError, EmbeddedRedisError) as error:
         print(f"aura-trio: {error}", file=sys.stderr)

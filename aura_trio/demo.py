@@ -1,5 +1,7 @@
 """`aura-trio demo`: one whole approval round trip, printed as it happens (SSE and an
-HTTP approval, or `--ws`: one WebSocket carrying the events and the approval)."""
+HTTP approval, or `--ws`: one WebSocket carrying the events and the approval; or
+`--console`: the request waits for a person in the approval console, and the server
+stays up until SIGINT or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -28,6 +31,7 @@ PROMPT = "Please merge PR 42 into main"
 USER, TENANT = "demo-user", "demo-tenant"
 DECISION_PAUSE_SECONDS = 1.5
 DEMO_EVENT_DELAY_SECONDS = 0.15
+CONSOLE_TOKEN_TTL_SECONDS = 8 * 3600
 
 
 def _describe(event: str, data: dict[str, Any]) -> str:
@@ -60,15 +64,20 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _demo(settings: Settings, reject: bool, ws: bool) -> int:
+async def _demo(settings: Settings, reject: bool, ws: bool, console: bool) -> int:
     app = create_app(settings)
-    token = mint_token(settings.secret, sub=USER, tenant_id=TENANT, ttl_seconds=600)
+    ttl = CONSOLE_TOKEN_TTL_SECONDS if console else 600
+    token = mint_token(settings.secret, sub=USER, tenant_id=TENANT, ttl_seconds=ttl)
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
         stop = trio.Event()
         binds = await nursery.start(partial(serve_app, app, shutdown_trigger=stop.wait))
         port = int(binds[0].rsplit(":", 1)[1])
         _say(f"serving on {binds[0]}\n")
+        if console:
+            await _console_until_signal(port, token)
+            stop.set()
+            return 0
         over = _over_websocket if ws else _over_sse
         outcome = await over(port, token, reject)
         stop.set()
@@ -91,7 +100,32 @@ def _event(event_id: object, event: str, data: dict[str, Any]) -> tuple[str, str
     return None
 
 
-async def _over_sse(port: int, token: str, reject: bool) -> tuple[str, str] | None:
+async def _console_until_signal(port: int, token: str) -> None:
+    """A request waiting in the console for a person; then the console stays up."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_wait_in_console, port, token)
+            async for signum in signals:
+                _say(f"\n{signal.Signals(signum).name}: stopping")
+                break
+            nursery.cancel_scope.cancel()
+
+
+async def _wait_in_console(port: int, token: str) -> None:
+    _say(
+        "approval console (the token rides in the URL's fragment, which a browser never"
+        f" sends):\n  http://127.0.0.1:{port}/aura/console#token={token}\n"
+    )
+    _say("a session now waits there for a person: Approve, Reject or Edit arguments\n")
+    outcome = await _over_sse(port, token, reject=False, decide=False)
+    _say(f"\nthe session ended: {outcome}; the console stays up for your own prompts")
+    _say("(Ctrl-C stops)")
+    await trio.sleep_forever()
+
+
+async def _over_sse(
+    port: int, token: str, reject: bool, *, decide: bool = True
+) -> tuple[str, str] | None:
     headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
     target = f"/aura/test/stream?message={quote(PROMPT)}"
     _say(f"→ GET {target}   (user {USER}, tenant {TENANT})")
@@ -110,7 +144,7 @@ async def _over_sse(port: int, token: str, reject: bool) -> tuple[str, str] | No
                     continue
                 data = frame.json()
                 outcome = _event(frame.id, frame.event or "", data) or outcome
-                if frame.event == "hitl":
+                if frame.event == "hitl" and decide:
                     request_id = data["data"]["requestId"]
                     nursery.start_soon(_decide, port, headers, request_id, reject)
     return outcome
@@ -164,7 +198,7 @@ async def _decide_on_socket(ws: client.WsSession, request_id: str, reject: bool)
     await ws.decide(verb, request_id, **fields)
 
 
-def run_demo(*, reject: bool, ws: bool = False) -> int:
+def run_demo(*, reject: bool, ws: bool = False, console: bool = False) -> int:
     env = dict(os.environ)
     env.setdefault("AURA_EVENT_DELAY_SECONDS", str(DEMO_EVENT_DELAY_SECONDS))
     env.setdefault("AURA_LOG_LEVEL", "WARNING")
@@ -179,4 +213,4 @@ def run_demo(*, reject: bool, ws: bool = False) -> int:
             _say(f"embedded Redis-protocol server: {binary} on {settings.redis_url}")
         else:
             _say("Redis: the sentinels'" if settings.sentinel_mode else "Redis: REDIS_URL")
-        return trio.run(_demo, settings, reject, ws)
+        return trio.run(_demo, settings, reject, ws, console)

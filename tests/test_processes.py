@@ -8,6 +8,7 @@ each (the full round trip, run twice, is `slow`: ~5 s).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,3 +176,53 @@ async def test_serve_dev_without_secret_prints_a_working_curl_line(
         assert (
             await client.request(HOST, server.port, "GET", stream_target("x"), headers=auth())
         ).status == 401
+
+
+async def _output_with(path, needle: str, process: trio.Process) -> str:
+    async def found() -> str | None:
+        text = path.read_text()
+        assert process.poll() is None, text
+        return text if needle in text else None
+
+    text: str = await eventually(found, within=30, step=0.05)
+    return text
+
+
+async def test_demo_console_leaves_the_request_to_a_person_and_serves_until_sigint(
+    tmp_path, redis_server
+):
+    env = {**os.environ, "REDIS_URL": redis_server.url, "AURA_EVENT_DELAY_SECONDS": "0"}
+    out_path = tmp_path / "demo.out"
+    with out_path.open("w") as out:
+        command = [sys.executable, "-m", "aura_trio", "demo", "--console"]
+        process = await trio.lowlevel.open_process(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        text = await _output_with(out_path, "hitl", process)
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/aura/console#token=(\S+)", text)
+        assert found, text
+        port, token = int(found[1]), found[2]
+        request_id = re.search(r"\[(req_[^\]]+)\]", text)[1]
+        headers = {"Authorization": f"Bearer {token}"}
+        page = await client.request(HOST, port, "GET", "/aura/console")
+        assert page.status == 200 and b'id="inbox"' in page.body
+        # Nobody decided it: it waits in that user's inbox.
+        await trio.sleep(0.5)
+        inbox = await client.request(HOST, port, "GET", "/aura/hitl/pending", headers=headers)
+        assert [item["requestId"] for item in inbox.json()["data"]["items"]] == [request_id]
+        assert "POST /aura/hitl" not in out_path.read_text()
+
+        assert (await decide_at(port, request_id, headers)).status == 200
+        await _output_with(out_path, "the session ended: ('end', 'completed')", process)
+        # Still serving for the person's own prompts, until SIGINT.
+        assert (await client.request(HOST, port, "GET", "/health")).status == 200
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(15):
+            assert await process.wait() == 0
+        assert "SIGINT: stopping" in out_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
