@@ -104,14 +104,15 @@ async def console(driver: Any, aura: Aura, tmp_path: Path) -> AsyncIterator[Cons
 
 
 async def test_the_page_loads_with_a_strict_policy_and_no_console_errors(console, aura):
-    await console.open(token("alice", "t1"))
+    jwt = token("alice", "t1")
+    await console.open(jwt)
     assert "alice" in await console.text("#who") and "t1" in await console.text("#who")
     # The token left the address bar and lives in this tab's sessionStorage.
     assert "#token" not in await console.call(lambda: console.driver.current_url)
     stored = await console.call(
         console.driver.execute_script, "return sessionStorage.getItem('aura.console.token')"
     )
-    assert stored == token("alice", "t1")
+    assert stored == jwt
     assert await console.text("#inbox-empty") == "Nothing is waiting for approval."
     assert await console.call(console.severe_logs) == []
     response = await aura.request("GET", "/aura/console", headers={})
