@@ -162,7 +162,9 @@ async def test_a_decision_not_confirmed_answers_503_and_is_never_applied_twice(
         aura = await start_server(
             redis_url=primary.url,
             redis_min_replicas=1,
-            redis_timeout_seconds=1.0,
+            # WAIT gets half of it: room for a replica's ack on a busy machine (0.5 s
+            # was too short on CI once: the request was never announced).
+            redis_timeout_seconds=4.0,
             signal_poll_seconds=0.5,
         )
         async with aura.stream("merge") as stream:
