@@ -34,10 +34,21 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+_source_address: list[str] = []
+
+
+def bind_connections_to(address: str) -> None:
+    """Open every later connection from `address` (e.g. 127.0.0.2): one source
+    address has only the ephemeral port range (~28,000 here) to reach one port with."""
+    _source_address[:] = [address]
+
+
 async def connect(host: str, port: int) -> trio.socket.SocketType:
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _source_address:
+            await sock.bind((_source_address[0], 0))
         await sock.connect((host, port))
     except BaseException:
         sock.close()

@@ -15,6 +15,7 @@ from . import cpu_report, plots
 from .figures import Data, Result, figures, goals, runs_of, transports
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
+FLEET = Path(__file__).with_name("FLEET.md")  # `python -m bench.fleet --publish`, its own run
 
 
 def _mark(met: bool | None) -> str:
@@ -240,6 +241,8 @@ def render(data: Data, plot_files: list[str], plot_note: str, plot_prefix: str) 
         lines += ["## Plots", "", *(f"![{n}]({plot_prefix}{n})" for n in plot_files), ""]
     elif plot_note:
         lines += ["## Plots", "", plot_note, ""]
+    if FLEET.exists():
+        lines += [FLEET.read_text().rstrip(), ""]
     if ANALYSIS.exists():
         lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)

@@ -114,3 +114,20 @@ def normalized(raw: bytes) -> bytes:
     """A frame with what differs from run to run (ids of sessions/requests, clocks) masked."""
     raw = re.sub(rb"(sess|req)_[0-9a-f]{32}", rb"\1_X", raw)
     return re.sub(rb'"(timestamp|expiresAt)":\d+', rb'"\1":0', raw)
+
+
+@pytest.mark.slow
+def test_fleet_holds_sessions_on_several_workers_and_approves_through_any(tmp_path):
+    """`python -m bench.fleet`, tiny: 2 workers, 2 load processes, every session
+    waiting at once, every approval followed by its session's next event."""
+    command = [sys.executable, "-m", "bench.fleet", "--target", "aura", "--sessions", "40",
+               "--workers", "2", "--clients", "2", "--approvals", "10", "--rate", "20",
+               "--idle-seconds", "0.3", "--quiet-seconds", "0.1", "--results", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-4000:]
+    [run] = json.loads((tmp_path / "fleet.json").read_text())["runs"]
+    assert run["waiting"] == 40 and run["open_errors"] == 0 and run["ended_early"] == 0
+    assert run["approvals"]["n"] == 10 and run["approvals"]["missing"] == 0
+    assert run["processes"] == 3  # the supervisor and its two workers
+    assert 0 < run["redis_clients"] <= 2 * 4  # each worker's fixed few, whatever the sessions
+    assert "| sessions waiting at once | 40 |" in done.stdout
