@@ -181,6 +181,7 @@
         outcome.textContent = action === "approve" ? "Approved" : "Rejected";
         if (result && result.args) args.textContent = pretty(result.args);
         card.dataset.decided = action;
+        tick(Date.now());
       } catch (failure) {
         error.textContent = describe(failure);
         busy(false);
