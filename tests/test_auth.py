@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -231,6 +232,18 @@ def test_short_secret_is_refused_at_start(redis_server):
     create_app(Settings(redis_url=redis_server.url, secret="비밀" * 6))
 
 
+@pytest.fixture
+def root_logging_restored():
+    """`main()` points the root logger at this test's captured stderr, which is
+    closed after it: later tests' log lines would fail to write there."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging_restored")
 def test_serve_without_secret_refuses_and_says_how(monkeypatch, capsys):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     monkeypatch.delenv("JWT_SECRET", raising=False)
@@ -242,6 +255,7 @@ def test_serve_without_secret_refuses_and_says_how(monkeypatch, capsys):
     assert "at least 32" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("root_logging_restored")
 def test_token_command_signs_with_the_configured_secret(monkeypatch, capsys):
     monkeypatch.setenv("SECRET_KEY", SECRET)
     monkeypatch.setenv("JWT_SECRET", "ignored-because-SECRET_KEY-wins-000000")
