@@ -6,6 +6,7 @@ each is bounded by conftest's default 60 s.
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import trio
@@ -15,7 +16,15 @@ from aura_trio.agents import AgentContext
 from aura_trio.sessions import events
 from bench.harness import pick_port
 
-from .helpers import HOST, events_of, eventually, rest_of, stream_target, until_hitl
+from .helpers import (
+    HOST,
+    events_of,
+    eventually,
+    rest_of,
+    stored_request,
+    stream_target,
+    until_hitl,
+)
 from .processes import run_redis
 
 
@@ -70,3 +79,31 @@ async def test_redis_stopping_while_a_session_stores_its_request_ends_it(start_s
     assert frames[0].json()["errorType"] == "InternalError"
     assert frames[-1].is_done
     await eventually(lambda: len(aura.state.registry) == 0)
+
+
+async def test_a_decision_that_cannot_be_stored_at_once_is_stored_once_redis_answers(
+    start_server, tmp_path
+):
+    """The decision a session follows is also the stored one: a settle that times out
+    (Redis paused for writes just after delivering the Java side's signal) is tried
+    again once Redis answers, not given up, so the request does not stay `pending`."""
+    async with run_redis(tmp_path) as redis:
+        aura = await start_server(redis_url=redis.url, redis_timeout_seconds=0.25)
+        raw = redis.client()
+        async with aura.stream("merge") as stream:
+            hitl = await until_hitl(stream)
+            signal = json.dumps({"type": "approval", "requestId": hitl["requestId"],
+                                 "status": "approved", "userId": "java-approver"})  # fmt: skip
+            # One pipeline, run by Redis before any other client's command: the signal
+            # reaches the session, and the session's settle (a script) waits 0.8 s.
+            pipe = raw.pipeline(transaction=False)
+            pipe.set(f"hitl:signal:{hitl['sessionId']}", signal, ex=300)
+            pipe.publish(f"hitl:channel:{hitl['sessionId']}", signal)
+            pipe.execute_command("CLIENT", "PAUSE", 800, "WRITE")
+            pipe.execute()
+            assert events_of(await rest_of(stream))[-1] == "end"
+        stored = stored_request(raw, hitl["requestId"])
+        assert stored is not None
+        assert stored["status"] == "approved" and stored["decidedBy"] == "java-approver"
+        pending = await aura.request("GET", "/aura/hitl/pending")
+        assert pending.json()["data"]["items"] == []

@@ -16,6 +16,12 @@ from .store import HitlStore
 
 log = logging.getLogger(__name__)
 
+# How long a signal's decision is retried into Redis before the session follows the
+# signal unrecorded; the first retry comes after the first delay, each next doubles.
+SETTLE_RETRY_SECONDS = 5.0
+_FIRST_RETRY_DELAY = 0.05
+_LONGEST_RETRY_DELAY = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Approved:
@@ -147,23 +153,34 @@ class SignalWaiter:
     async def _settle(self, signal: hitl.Signal) -> Approved | Rejected | None:
         """Settle the signal's decision in Redis; the stored decision wins. The
         signal's own when Redis cannot say (the request is gone, or Redis is
-        unreachable); None when the request already timed out or was cancelled
-        (the session is ending on that path)."""
-        try:
-            stored = await self._store.settle(
-                signal.request_id,
-                signal.decision,
-                via="signal",
-                by=signal.user_id,
-                reason=signal.reason,
-            )
-        except StoreUnavailable as error:
-            log.warning(
-                "could not settle a decision in Redis; following the signal: %s",
-                error,
-                extra={"requestId": signal.request_id},
-            )
-            stored = None
+        unreachable for SETTLE_RETRY_SECONDS); None when the request already timed
+        out or was cancelled (the session is ending on that path)."""
+        give_up_at = trio.current_time() + SETTLE_RETRY_SECONDS
+        delay = _FIRST_RETRY_DELAY
+        while True:
+            try:
+                stored = await self._store.settle(
+                    signal.request_id,
+                    signal.decision,
+                    via="signal",
+                    by=signal.user_id,
+                    reason=signal.reason,
+                )
+                break
+            except StoreUnavailable as error:
+                # Redis is reconnecting: followed unrecorded, the request would stay
+                # `pending` (listed, decidable again). The settle is a compare-and-set,
+                # so a try whose reply was lost is found settled by the next one.
+                if trio.current_time() + delay > give_up_at:
+                    log.warning(
+                        "could not settle a decision in Redis; following the signal: %s",
+                        error,
+                        extra={"requestId": signal.request_id},
+                    )
+                    stored = None
+                    break
+                await trio.sleep(delay)
+                delay = min(delay * 2, _LONGEST_RETRY_DELAY)
         if stored is None:
             return _outcome_of_signal(signal)
         if stored.status in (hitl.APPROVED, hitl.REJECTED):
