@@ -64,6 +64,13 @@ def java_decides(raw, waiting: dict) -> int:
     return unheard
 
 
+def java_stores_only(raw, waiting: dict) -> None:
+    """The Java side's decisions whose PUBLISH was lost: only the SET ... EX 300."""
+    for n, hitl in waiting.items():
+        payload = json.dumps(_decision(n, hitl["requestId"]), ensure_ascii=False)
+        raw.set(f"hitl:signal:{hitl['sessionId']}", payload, ex=300)
+
+
 def check_outcomes(waiting: dict, outcomes: dict) -> None:
     assert len(outcomes) == SESSIONS
     for n, (frames, _) in outcomes.items():
