@@ -64,7 +64,7 @@ class Console:
         await self.call(self.driver.get_log, "browser")  # drop what came before
         fragment = f"#token={jwt}" if jwt else ""
         await self.call(self.driver.get, self.url + fragment)
-        await self.until(lambda: self.driver.find_elements(By.CSS_SELECTOR, "#inbox[data-loaded]"))
+        await self.until(lambda: self.elements("#inbox[data-loaded]"))
 
     async def until(self, probe: Callable[[], T], within: float = 15) -> T:
         with trio.fail_after(within):
@@ -79,8 +79,20 @@ class Console:
 
     async def card(self, request_id: str, where: str = "#inbox") -> WebElement:
         selector = f'{where} .card[data-request-id="{request_id}"]'
-        cards = await self.until(lambda: self.driver.find_elements(By.CSS_SELECTOR, selector))
+        cards = await self.until(lambda: self.elements(selector))
         return cards[0]
+
+    async def card_asked_by(self, stream: Any) -> tuple[dict[str, Any], WebElement]:
+        """The `hitl` event `stream` reaches, and its request's card in the inbox."""
+        asked = await until_hitl(stream)
+        return asked, await self.card(asked["requestId"])
+
+    def elements(self, selector: str) -> list[WebElement]:
+        """The page's elements matching `selector` now (a probe for :meth:`until`)."""
+        return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
+
+    async def field(self, card: WebElement, selector: str) -> WebElement:
+        return await self.call(card.find_element, By.CSS_SELECTOR, selector)
 
     async def click(self, scope: WebElement, selector: str) -> None:
         await self.call(scope.find_element(By.CSS_SELECTOR, selector).click)
@@ -132,8 +144,7 @@ async def test_the_page_loads_with_a_strict_policy_and_no_console_errors(console
 async def test_approve_in_the_inbox_resumes_another_clients_stream(console, aura):
     await console.open(token("alice", "t1"))
     async with aura.stream("please merge PR 42") as stream:
-        asked = await until_hitl(stream)
-        card = await console.card(asked["requestId"])
+        asked, card = await console.card_asked_by(stream)
         card_text = await console.call(lambda: card.text)
         for shown in (asked["requestId"], "git_merge", asked["message"], "alice", "expires in"):
             assert shown in card_text
@@ -145,16 +156,15 @@ async def test_approve_in_the_inbox_resumes_another_clients_stream(console, aura
     record = (await aura.request("GET", f"/aura/hitl/requests/{asked['requestId']}")).json()
     assert record["data"]["decidedBy"] == "alice" and record["data"]["via"] == "api"
     # The decided request leaves the inbox.
-    await console.until(lambda: not console.driver.find_elements(By.CSS_SELECTOR, "#inbox .card"))
+    await console.until(lambda: not console.elements("#inbox .card"))
 
 
 async def test_reject_with_a_reason_ends_the_stream_with_it(console, aura):
     await console.open(token("alice", "t1"))
     async with aura.stream("please merge PR 42") as stream:
-        asked = await until_hitl(stream)
-        card = await console.card(asked["requestId"])
+        _, card = await console.card_asked_by(stream)
         await console.click(card, "button.reject")
-        reason = await console.call(card.find_element, By.CSS_SELECTOR, "input.reason")
+        reason = await console.field(card, "input.reason")
         await console.call(reason.send_keys, "not on a Friday")
         await console.click(card, "button.send-reject")
         frames = await rest_of(stream)
@@ -166,10 +176,9 @@ async def test_reject_with_a_reason_ends_the_stream_with_it(console, aura):
 async def test_edited_arguments_are_what_the_tool_runs_with(console, aura):
     await console.open(token("alice", "t1"))
     async with aura.stream("please merge PR 42") as stream:
-        asked = await until_hitl(stream)
-        card = await console.card(asked["requestId"])
+        _, card = await console.card_asked_by(stream)
         await console.click(card, "button.edit")
-        editor = await console.call(card.find_element, By.CSS_SELECTOR, "textarea.args-editor")
+        editor = await console.field(card, "textarea.args-editor")
         proposed = json.loads(await console.call(editor.get_attribute, "value"))
         assert proposed == {"requestedBy": "alice", "step": 1, "strategy": "merge"}
         await console.call(editor.clear)
@@ -190,10 +199,9 @@ async def test_an_edit_outside_what_the_agent_allows_shows_the_envelope_and_deci
 ):
     await console.open(token("alice", "t1"))
     async with aura.stream("please merge PR 42") as stream:
-        asked = await until_hitl(stream)
-        card = await console.card(asked["requestId"])
+        asked, card = await console.card_asked_by(stream)
         await console.click(card, "button.edit")
-        editor = await console.call(card.find_element, By.CSS_SELECTOR, "textarea.args-editor")
+        editor = await console.field(card, "textarea.args-editor")
         await console.call(editor.clear)
         await console.call(
             editor.send_keys, '{"requestedBy": "mallory", "step": 1, "strategy": "merge"}'
@@ -218,19 +226,12 @@ async def test_an_edit_outside_what_the_agent_allows_shows_the_envelope_and_deci
 async def test_a_prompt_run_in_the_page_reaches_end_after_an_inline_approval(console, aura):
     await console.open(token("alice", "t1"))
     await console.click(console.driver, "#run")
-    card = await console.until(
-        lambda: console.driver.find_elements(By.CSS_SELECTOR, '#events li[data-event="hitl"] .card')
-    )
+    card = await console.until(lambda: console.elements('#events li[data-event="hitl"] .card'))
     request_id = await console.call(card[0].get_attribute, "data-request-id")
     await console.click(card[0], "button.approve")
-    await console.until(
-        lambda: console.driver.find_elements(By.CSS_SELECTOR, '#events[data-closed="1000"]')
-    )
+    await console.until(lambda: console.elements('#events[data-closed="1000"]'))
     events = await console.call(
-        lambda: [
-            li.get_attribute("data-event")
-            for li in console.driver.find_elements(By.CSS_SELECTOR, "#events li")
-        ]
+        lambda: [li.get_attribute("data-event") for li in console.elements("#events li")]
     )
     assert events[0] == "start" and "hitl" in events and events[-1] == "end"
     assert "Approved" in await console.call(lambda: card[0].text)
@@ -244,12 +245,7 @@ async def test_another_tenants_token_sees_an_empty_inbox(console, aura):
         asked = await until_hitl(stream)
         await console.open(token("mallory", "t2"))
         await trio.sleep(2.5)  # more than one poll
-        assert (
-            await console.call(
-                lambda: console.driver.find_elements(By.CSS_SELECTOR, "#inbox .card")
-            )
-            == []
-        )
+        assert await console.call(console.elements, "#inbox .card") == []
         assert await console.text("#inbox-empty") == "Nothing is waiting for approval."
         # The same page with the owner's token lists it.
         await console.open(token("alice", "t1"))
