@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ..bus.dial import Backoff
 from ..bus.topics import Subscription
 from ..errors import StoreUnavailable
 from . import records as hitl
@@ -17,9 +18,8 @@ from .store import HitlStore
 log = logging.getLogger(__name__)
 
 # How long a signal's decision is retried into Redis before the session follows the
-# signal unrecorded; the first retry comes after the first delay, each next doubles.
+# signal unrecorded.
 SETTLE_RETRY_SECONDS = 5.0
-_FIRST_RETRY_DELAY = 0.05
 _LONGEST_RETRY_DELAY = 0.5
 
 
@@ -156,7 +156,7 @@ class SignalWaiter:
         unreachable for SETTLE_RETRY_SECONDS); None when the request already timed
         out or was cancelled (the session is ending on that path)."""
         give_up_at = trio.current_time() + SETTLE_RETRY_SECONDS
-        delay = _FIRST_RETRY_DELAY
+        backoff = Backoff(cap=_LONGEST_RETRY_DELAY)
         while True:
             try:
                 stored = await self._store.settle(
@@ -171,6 +171,7 @@ class SignalWaiter:
                 # Redis is reconnecting: followed unrecorded, the request would stay
                 # `pending` (listed, decidable again). The settle is a compare-and-set,
                 # so a try whose reply was lost is found settled by the next one.
+                delay = backoff.next()
                 if trio.current_time() + delay > give_up_at:
                     log.warning(
                         "could not settle a decision in Redis; following the signal: %s",
@@ -180,7 +181,6 @@ class SignalWaiter:
                     stored = None
                     break
                 await trio.sleep(delay)
-                delay = min(delay * 2, _LONGEST_RETRY_DELAY)
         if stored is None:
             return _outcome_of_signal(signal)
         if stored.status in (hitl.APPROVED, hitl.REJECTED):
