@@ -202,15 +202,6 @@ def _server_command(target: str, workers: int) -> list[str]:
     return [*procs.server_command(target), "--workers", str(workers)]
 
 
-def _tree(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        pending.extend(harness._children(current))
-    return found
-
-
 def _server_usage(pids: list[int]) -> tuple[int, float]:
     """RSS (bytes) and CPU (s) of the server's processes (Redis children excluded)."""
     samples = [procs.sample(pid) for pid in pids]
@@ -344,7 +335,7 @@ def _measure(args: argparse.Namespace, target: str, work_dir: Path) -> dict[str,
             cwd=procs.REPO_ROOT,
             listeners=args.workers,
         ) as server:
-            pids = _tree(server.pid)
+            pids = harness.process_tree(server.pid)
             redis_client = redis_server.client(timeout=30)
             redis_client.ping()  # connected before the peer can fill Redis's `maxclients`
             try:

@@ -313,6 +313,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(_children(current))
+    return found
+
+
 def _listening_ports(pid: int) -> list[int]:
     """One port per process of `pid`'s tree that listens on TCP (from /proc)."""
     listening: dict[int, int] = {}  # socket inode -> port
@@ -325,10 +335,8 @@ def _listening_ports(pid: int) -> list[int]:
             fields = line.split()
             if fields[3] == "0A":  # LISTEN
                 listening[int(fields[9])] = int(fields[1].rsplit(":", 1)[1], 16)
-    ports, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        pending.extend(_children(current))
+    ports = []
+    for current in process_tree(pid):
         try:
             fds = os.listdir(f"/proc/{current}/fd")
         except OSError:
