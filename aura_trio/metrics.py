@@ -61,7 +61,7 @@ class Metrics:
         )
         self.subscriber_lag = Histogram(
             "aura_subscriber_lag_seconds",
-            "From the subscriber thread reading a signal to its session receiving it",
+            "From the subscriber reading a signal to its session handling it (0: at once)",
             registry=r,
             buckets=_LAG_BUCKETS,
         )

@@ -160,3 +160,27 @@ async def test_a_signal_stored_just_after_the_resubscription_re_read_is_found(
             with trio.fail_after(3):
                 assert (await late.receive.receive()).payload == b"l"
         nursery.cancel_scope.cancel()
+
+
+async def test_own_decision_decides_the_waiting_session_before_decide_returns(bus: RedisBus):
+    """A decision announced here needs no Redis, so the waiter applies it in the
+    delivering task: decided when `decide` returns, its task never woken for it.
+    A foreign signal (the Java side's) still goes to the waiter's task, to be settled."""
+    from aura_trio.hitl.waiter import SignalWaiter
+
+    store = store_of(bus)
+    await store.open_request(new_request())
+    with bus.subscribe("s1") as subscription:
+        waiter = SignalWaiter(subscription, store)  # its run() is not started
+        waiter.expect("req_1")
+        await store.decide("req_1", Caller("t1", "bob"), "approved")
+        assert waiter.abandon() is None  # decided: nothing left awaited
+        with pytest.raises(trio.WouldBlock):
+            subscription.receive.receive_nowait()
+
+        await store.open_request(new_request("req_2"))
+        waiter.expect("req_2")
+        foreign = hitl.signal_payload("req_2", "rejected", reason="no", user_id="carol")
+        subscription.deliver(foreign)  # as the subscriber hands a published one over
+        assert subscription.receive.receive_nowait().payload == foreign
+        assert waiter.abandon() == "req_2"  # still awaited: settled by run(), not here

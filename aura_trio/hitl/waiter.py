@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ..bus.dial import Backoff
-from ..bus.topics import Subscription
+from ..bus.topics import Message, Subscription
 from ..errors import StoreUnavailable
 from . import records as hitl
 from .store import HitlStore
@@ -84,6 +84,7 @@ class SignalWaiter:
         self._store = store
         self._on_lag = on_lag
         self._awaited: _Awaited | None = None
+        subscription.handle_at_once = self._handle_at_once
 
     def expect(self, request_id: str) -> None:
         """Count signals for `request_id` from now on: call before the request is stored."""
@@ -124,31 +125,50 @@ class SignalWaiter:
         self._subscription.watched = False
 
     async def run(self) -> None:
-        """Handle this session's signals until cancelled."""
+        """Handle this session's signals until cancelled: those that need Redis (the
+        rest were handled at once, see :meth:`_handle_at_once`)."""
         async for message in self._subscription.receive:
             if self._on_lag is not None:
                 self._on_lag(trio.current_time() - message.received_at)
-            signal = hitl.parse_signal(message.payload)
-            if signal is None:
-                log.warning(
-                    "malformed HITL signal ignored",
-                    extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
-                )
-                continue
+            signal = self._to_settle(message)
             awaited = self._awaited
-            if awaited is None or signal.request_id != awaited.request_id:
-                continue
-            if awaited.outcome is not None:
-                # Decided already (the other copy of our own decision, a replay):
-                # nothing to settle, and reading the request again would cost a GET.
-                continue
-            if message.announced_here:
-                # Stored in the same atomic step that published it: applied as it is.
-                awaited.set(_outcome_of_signal(signal))
+            if signal is None or awaited is None:
                 continue
             outcome = await self._settle(signal)
             if outcome is not None:
                 awaited.set(outcome)
+
+    def _handle_at_once(self, message: Message) -> bool:
+        """In the delivering task: every signal that needs no Redis is handled there
+        (ignored, or a decision announced here applied), so the session's agent wakes
+        one scheduler pass sooner; the others go to :meth:`run`."""
+        handled = self._to_settle(message) is None
+        if handled and self._on_lag is not None:
+            self._on_lag(0.0)
+        return handled
+
+    def _to_settle(self, message: Message) -> hitl.Signal | None:
+        """The signal in `message` when it must be settled in Redis; else None, having
+        ignored it or applied it."""
+        signal = hitl.parse_signal(message.payload)
+        if signal is None:
+            log.warning(
+                "malformed HITL signal ignored",
+                extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
+            )
+            return None
+        awaited = self._awaited
+        if awaited is None or signal.request_id != awaited.request_id:
+            return None
+        if awaited.outcome is not None:
+            # Decided already (the other copy of our own decision, a replay):
+            # nothing to settle, and reading the request again would cost a GET.
+            return None
+        if message.announced_here:
+            # Stored in the same atomic step that published it: applied as it is.
+            awaited.set(_outcome_of_signal(signal))
+            return None
+        return signal
 
     async def _settle(self, signal: hitl.Signal) -> Approved | Rejected | None:
         """Settle the signal's decision in Redis; the stored decision wins. The
