@@ -305,3 +305,35 @@ async def test_a_write_goes_straight_to_the_socket_and_the_rest_waits():
             await ours.send_all(memoryview(big)[sent:])
         assert received == len(big)
     assert _write_now(ours, b"late") == 0  # closed: send_all raises trio's own error
+
+
+async def test_a_response_goes_out_in_one_write_head_and_body_together(aura, monkeypatch):
+    """Hypercorn writes a response's head, then its body: two syscalls and two TCP
+    segments. The server holds the head back for the body's first bytes; an SSE
+    stream's head still goes out with its first frame, not after it."""
+    from aura_trio.http import server
+
+    writes: list[bytes] = []
+    write_now = server._write_now
+
+    def counted(stream: trio.abc.Stream, data: bytes) -> int:
+        writes.append(bytes(data))
+        return write_now(stream, data)
+
+    monkeypatch.setattr(server, "_write_now", counted)
+    stream = await trio.open_tcp_stream(HOST, aura.port)
+    async with stream:
+        rest = b""
+        for _ in range(5):
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            response, rest = await _read_response(stream, rest)
+            assert response.startswith(b"HTTP/1.1 200")
+    assert len(writes) == 5, writes
+    assert all(w.startswith(b"HTTP/1.1 200") and b'"status":"UP"' in w for w in writes), writes
+
+    writes.clear()
+    async with client.open_sse(HOST, aura.port, stream_target("merge"), headers=auth()) as sse:
+        await until_hitl(sse)
+    first = writes[0]
+    assert first.startswith(b"HTTP/1.1 200") and b"text/event-stream" in first
+    assert b"\r\n\r\n" in first and first.split(b"\r\n\r\n", 1)[1], "head without a frame"

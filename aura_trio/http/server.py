@@ -99,7 +99,31 @@ class SendBound:
 class _EnvelopedErrorsH11Protocol(H11Protocol):
     """Hypercorn's HTTP/1.1 protocol, answering what h11 refuses before the app sees
     it (a request line or headers still incomplete past 16 KiB: 431; malformed: 400)
-    in the contract's envelope instead of with an empty body."""
+    in the contract's envelope instead of with an empty body.
+
+    A response's head goes out with its first body bytes, in one write: Hypercorn
+    sends the head only when the app sends its first body message, and the body
+    right after it, so holding the head back delays nothing, and saves a write (a
+    syscall and a TCP segment) per response.
+    """
+
+    _head = b""
+
+    async def _send_h11_event(
+        self, event: h11.Data | h11.EndOfMessage | h11.InformationalResponse | h11.Response
+    ) -> None:
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return
+        if type(event) is h11.Response:
+            self._head = data or b""
+            return
+        if self._head:
+            data, self._head = self._head + (data or b""), b""
+        await self.send(RawData(data=data))
 
     async def _send_error_response(self, status_code: int) -> None:
         message = "request line or headers too large" if status_code == 431 else "malformed request"
