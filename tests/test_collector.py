@@ -14,6 +14,7 @@ bounded by conftest's default 60 s.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ async def test_a_finished_session_leaves_no_reference_cycle(tmp_path: Path, redi
         "AURA_EVENT_DELAY_SECONDS": "0",
         "AURA_HITL_TIMEOUT_SECONDS": "1",
         "AURA_GC_FREEZE_SECONDS": "0.05",  # freeze while the sessions wait
+        # A cycle the server's own collections find is kept, not freed, for the census:
+        # else whether one is seen depends on which collection came first.
+        "BENCH_GC_SAVEALL": "1",
         "AURA_LOG_LEVEL": "WARNING",
         "PATH": "/usr/bin:/bin",
     }
@@ -85,24 +89,27 @@ async def test_a_finished_session_leaves_no_reference_cycle(tmp_path: Path, redi
     try:
         port = server.port
         await _one_of_each(port, 0)  # warm-up: first-use caches are not garbage
+        await _stats(port, "garbage=1")  # and the warm-up's garbage is not counted
 
         async def settled() -> bool:
             return (await _stats(port, ""))["sessions"] == 0
 
         frozen = []
+        garbage: Counter[str] = Counter()
         for _ in range(5):
             async with trio.open_nursery() as nursery:
                 for n in range(1, 11):
                     nursery.start_soon(_one_of_each, port, n)
             await eventually(settled, within=10, step=0.05)
             after = await _stats(port, "garbage=1")
+            garbage.update(after["garbage"])
             frozen.append(after["frozen"])
 
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(harness.stop_process, server.process)
-    sessions = 10 * 7  # per batch
-    garbage = after["garbage"]
+    sessions = 5 * 10 * 7
+    garbage.pop("per-request cycles", None)  # werkzeug's route matcher's, not a session's
     leaking = {name: count for name, count in garbage.items() if name.startswith(_OURS)}
     assert leaking == {}, f"cyclic garbage after {sessions} sessions: {garbage}"
     assert sum(garbage.values()) < sessions, garbage  # not even one object per session

@@ -64,6 +64,7 @@ class Subscription:
             pass
 
     def close(self) -> None:
+        self.handle_at_once = None  # a receiver's bound method: a cycle through it
         self._topics._unregister(self)
         self._send.close()
         self.receive.close()
