@@ -11,7 +11,8 @@ owns resources (a session) is always exited, whatever happens to the send.
 
 And the request is handled in the task Hypercorn started for it: quart-trio
 starts two more per request (one to read the request's messages, one to handle
-it); one is enough.
+it). On aura's own server not even the reader: its messages are delivered to the
+request (`request_inbox.py`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,41 @@ from hypercorn.typing import (
     HTTPResponseStartEvent,
 )
 from quart.utils import encode_headers
-from quart.wrappers import Response
+from quart.wrappers import Request, Response
 from quart_trio.asgi import TrioASGIHTTPConnection
+
+from .request_inbox import RequestInbox
 
 
 class ClosingHTTPConnection(TrioASGIHTTPConnection):
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         request = self._create_request_from_scope(send)
+        if isinstance(receive, RequestInbox):
+            with trio.CancelScope() as scope:  # cancelled when the client goes away
+                receive.bind(request, scope)
+                try:
+                    await self._handle_and_respond(request, send)
+                finally:
+                    receive.unbind()
+            return
         async with trio.open_nursery() as nursery:
             # The reader cancels the nursery (and so the handling) when the client
             # goes away; the handling cancels it (the reader) when the response is sent.
             nursery.start_soon(self.handle_messages, nursery, request, receive)
             await self.handle_request(nursery, request, send)
+
+    async def _handle_and_respond(self, request: Request, send: ASGISendCallable) -> None:
+        # quart-trio's handle_request, without the nursery it cancels at the end.
+        response = await self.app.handle_request(request)
+        if isinstance(response, Response) and response.timeout != Ellipsis:
+            timeout = cast(float | None, response.timeout)
+        else:
+            timeout = self.app.config["RESPONSE_TIMEOUT"]
+        if timeout is None:  # a stream: no scope held for its whole life
+            await self._send_response(send, response)
+        else:
+            with trio.move_on_after(timeout):
+                await self._send_response(send, response)
 
     async def _send_response(self, send: ASGISendCallable, response: object) -> None:
         if not isinstance(response, Response):
