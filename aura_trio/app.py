@@ -37,7 +37,7 @@ from .http.connection import ClosingHTTPConnection
 from .http.websocket import SessionWebsocket, SessionWebsocketConnection
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions.registry import SessionRegistry
-from .sessions.session import SessionServices
+from .sessions.session import SessionServices, heartbeat_clock
 from .settings import Settings
 from .state import AuraState
 
@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
             max_per_user=settings.max_streams_per_user, max_total=settings.max_sessions
         ),
         metrics=metrics,
+        heartbeat_clock=heartbeat_clock(settings.heartbeat_seconds),
     )
     app.extensions["aura"] = state
 
@@ -158,6 +159,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         metrics=metrics,
         heartbeat_seconds=settings.heartbeat_seconds,
         hitl_timeout_seconds=settings.hitl_timeout_seconds,
+        heartbeat_clock=state.heartbeat_clock,
     )
     register_stream_routes(app, services, state.authenticator)
     register_hitl_routes(app, store, state.authenticator, audit_roles=settings.audit_roles)
@@ -179,7 +181,8 @@ def state_of(app: Quart) -> AuraState:
 
 
 async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None]) -> None:
-    """The Redis bus and this worker's liveness, until `state.bus_scope` is cancelled."""
+    """The Redis bus, this worker's liveness and the heartbeats' clock, until
+    `state.bus_scope` is cancelled."""
     # An exception escaping a task on app.nursery would wreck the lifespan
     # (docs/design-notes.md#background-tasks-must-not-raise).
     with state.bus_scope:
@@ -187,6 +190,7 @@ async def _run_background(state: AuraState, *, task_status: trio.TaskStatus[None
             async with trio.open_nursery() as nursery:
                 await nursery.start(state.bus.run)
                 await nursery.start(state.liveness.run)
+                await nursery.start(state.heartbeat_clock.run)
                 task_status.started()
         except Exception:
             log.exception("the Redis bus stopped")

@@ -13,6 +13,7 @@ from .bus.redis_bus import RedisBus
 from .hitl.liveness import Liveness
 from .hitl.store import HitlStore
 from .metrics import Metrics
+from .sessions.grain_clock import GrainClock
 from .sessions.registry import SessionRegistry
 from .settings import Settings
 
@@ -31,6 +32,7 @@ class AuraState:
     metrics: Metrics
     liveness: Liveness
     authenticator: Authenticator
+    heartbeat_clock: GrainClock
     bus_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     async def drain(self, within: float) -> None:

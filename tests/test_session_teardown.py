@@ -34,10 +34,11 @@ class SessionTasks:
         self.tasks: set[trio.lowlevel.Task] = set()
 
     def record(self) -> None:
-        """Called from an agent: its task and its siblings in the session's nursery."""
-        nursery = trio.lowlevel.current_task().parent_nursery
-        assert nursery is not None
-        self.tasks |= nursery.child_tasks
+        """Called from an agent: its task, and the tasks of the session's nursery (the
+        agent runs in the nursery's own task)."""
+        task = trio.lowlevel.current_task()
+        (nursery,) = task.child_nurseries
+        self.tasks |= {task, *nursery.child_tasks}
 
     def alive(self) -> set[trio.lowlevel.Task]:
         return self.tasks & set(all_tasks())

@@ -22,9 +22,11 @@ from aura_trio.sessions.ws_protocol import MAX_MESSAGE_BYTES
 from .helpers import auth, eventually, stored_request
 from .ws_helpers import close_code, kinds_of, raw_upgrade, until_hitl
 
+_SESSION_TASKS = ("aura_trio.sessions.session.", "aura_trio.hitl.waiter.", "ws_socket")
+
 
 def session_tasks() -> list[str]:
-    return [t.name for t in live_tasks() if "aura_trio.sessions" in t.name or "ws_socket" in t.name]
+    return [t.name for t in live_tasks() if any(part in t.name for part in _SESSION_TASKS)]
 
 
 def all_gone(aura, raw_redis, request_id: str):

@@ -3,8 +3,8 @@
     transport task (the SSE response body, or the WebSocket handler)
     └── open_session nursery
         └── Session.run ─ cleanup (once, shielded) ─ last events ─ done
-            └── session scope: cancelled by any ending
-                ├── agent task      emits events, awaits approvals
+            └── session nursery: its scope cancelled by any ending
+                ├── agent           emits events, awaits approvals (the nursery's own task)
                 ├── heartbeat task  a heartbeat when idle
                 ├── signal-waiter   this session's Redis signals
                 └── companions      the transport's own tasks (WebSocket: the reader)
@@ -39,6 +39,7 @@ from ..ids import new_request_id, new_session_id
 from ..metrics import Metrics
 from . import endings, events
 from .framing import Frame, Framing
+from .grain_clock import GrainClock
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class SessionServices:
     metrics: Metrics
     heartbeat_seconds: float
     hitl_timeout_seconds: float
+    # What the heartbeats sleep on (`heartbeat_clock(heartbeat_seconds)`).
+    heartbeat_clock: GrainClock
 
 
 Companion = Callable[[], Awaitable[None]]
@@ -102,19 +105,20 @@ class Session(Generic[Frame]):
         if framing.connected is not None:
             self._outbox.send_nowait(framing.connected)
         self._last_write = trio.current_time()
-        self._scope = trio.CancelScope()
+        # The session nursery's scope, once it runs.
+        self._scope: trio.CancelScope | None = None
         self._waiter: SignalWaiter | None = None
         self._asked_at = 0.0
         self._opened: list[str] = []
         self.ending: endings.Ending | None = None
         self._last_decision: tuple[str, str] | None = None  # (request id, outcome)
-        self.closed = trio.Event()
 
     def finish(self, ending: endings.Ending) -> None:
         """End the session with `ending` (the first one wins) and cancel its tasks."""
         if self.ending is None:
             self.ending = ending
-        self._scope.cancel()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def run(self, *companions: Companion) -> None:
         """Run the tasks until an ending, then send its last events and the end frame.
@@ -140,13 +144,16 @@ class Session(Generic[Frame]):
                 subscription, self._store, on_lag=self._metrics.subscriber_lag.observe
             )
             try:
-                with self._scope:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._run_agent)
-                        nursery.start_soon(self._heartbeat)
-                        nursery.start_soon(self._waiter.run)
-                        for companion in companions:
-                            nursery.start_soon(companion)
+                async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
+                    if self.ending is not None:  # finished before it ran (a drain)
+                        nursery.cancel_scope.cancel()
+                    nursery.start_soon(self._heartbeat, name=_HEARTBEAT_TASK)
+                    nursery.start_soon(self._waiter.run, name=_WAITER_TASK)
+                    for companion in companions:
+                        nursery.start_soon(companion)
+                    # In the nursery's own task: a task (~1.3 KB) less per session.
+                    await self._run_agent()
             except Exception:
                 log.exception("session failed", extra=self._log)
                 self.finish(endings.INTERNAL)
@@ -165,11 +172,10 @@ class Session(Generic[Frame]):
 
     async def _heartbeat(self) -> None:
         interval = self._services.heartbeat_seconds
-        # Deadlines on a shared grain: the heartbeats due within one grain wake in one
-        # scheduler pass (one epoll wake-up), not each on its own.
-        grain = min(HEARTBEAT_GRAIN_SECONDS, interval / 10)
+        # On a shared grain: the heartbeats due within one grain wake together.
+        clock = self._services.heartbeat_clock
         while True:
-            await trio.sleep_until(math.ceil((self._last_write + interval) / grain) * grain)
+            await clock.sleep_until(self._last_write + interval)
             if trio.current_time() >= self._last_write + interval:
                 await self._write(self._framing.heartbeat)
 
@@ -188,7 +194,6 @@ class Session(Generic[Frame]):
         except StoreUnavailable as error:
             log.warning("could not cancel a pending HITL request: %s", error, extra=self._log)
         finally:
-            self.closed.set()
             # One line per session at INFO, with its last request's outcome: each line
             # costs a record, JSON and a write (docs/design-notes.md#where-http-cpu-goes);
             # every transition of a request is in its tenant's audit stream anyway.
@@ -318,6 +323,22 @@ class Session(Generic[Frame]):
         )
 
 
+def heartbeat_clock(heartbeat_seconds: float) -> GrainClock:
+    """The clock of a process's heartbeats: a grain of a tenth of the interval, at
+    most HEARTBEAT_GRAIN_SECONDS (a beat is at most that late)."""
+    return GrainClock(min(HEARTBEAT_GRAIN_SECONDS, heartbeat_seconds / 10))
+
+
+def _task_name(function: Callable[..., object]) -> str:
+    return f"{function.__module__}.{function.__qualname__}"  # as trio names a task
+
+
+# Given, a task's name is one shared string; else trio builds one per task.
+_HEARTBEAT_TASK = _task_name(Session._heartbeat)
+_WAITER_TASK = _task_name(SignalWaiter.run)
+_SESSION_TASK = _task_name(Session.run)
+
+
 @asynccontextmanager
 async def open_session(
     session: Session[Frame], *companions: Companion
@@ -331,7 +352,7 @@ async def open_session(
     """
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.run, *companions)
+            nursery.start_soon(session.run, *companions, name=_SESSION_TASK)
             try:
                 yield session.frames
             finally:

@@ -1,0 +1,107 @@
+"""The heartbeats' clock: sleeps rounded up to a grain, those due together woken
+together by one timer. On trio's autojump clock: virtual time, no waiting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from aura_trio.sessions.grain_clock import GrainClock
+
+
+@pytest.fixture
+def autojump() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def _sleep(clock: GrainClock, until: float, woke: dict[float, float]) -> None:
+    await clock.sleep_until(until)
+    woke[until] = trio.current_time()
+
+
+async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
+    clock = GrainClock(1.0)
+    woke: dict[float, float] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(clock.run)
+        base = math.ceil(trio.current_time()) + 10
+        for due in (base + 0.1, base + 0.5, base + 0.9, base + 1.5):
+            nursery.start_soon(_sleep, clock, due, woke)
+        await trio.sleep_until(base + 0.95)
+        assert len(clock) == 4 and not woke  # all parked, on two grains
+        await trio.sleep_until(base + 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(clock) == 1  # one grain's lot unparked at once
+        await trio.sleep_until(base + 3)
+        nursery.cancel_scope.cancel()
+    assert woke == {
+        base + 0.1: base + 1,
+        base + 0.5: base + 1,
+        base + 0.9: base + 1,
+        base + 1.5: base + 2,
+    }
+
+
+async def test_a_sleeper_due_sooner_than_the_timer_waits_for_wakes_on_time(autojump):
+    clock = GrainClock(0.5)
+    woke: dict[float, float] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(clock.run)
+        base = math.ceil(trio.current_time()) + 10
+        nursery.start_soon(_sleep, clock, base + 30, woke)
+        await trio.sleep_until(base)  # the timer now waits for base + 30
+        nursery.start_soon(_sleep, clock, base + 0.2, woke)
+        await trio.sleep_until(base + 31)
+        nursery.cancel_scope.cancel()
+    assert woke == {base + 0.2: base + 0.5, base + 30: base + 30}
+
+
+async def test_a_cancelled_sleeper_leaves_its_lot_and_the_others_sleep_on(autojump):
+    clock = GrainClock(1.0)
+    woke: dict[float, float] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(clock.run)
+        base = math.ceil(trio.current_time()) + 10
+        doomed = trio.CancelScope()
+
+        async def cancelled_sleeper() -> None:
+            with doomed:
+                await _sleep(clock, base + 0.5, woke)
+
+        nursery.start_soon(cancelled_sleeper)
+        nursery.start_soon(_sleep, clock, base + 0.5, woke)
+        await trio.sleep_until(base)
+        assert len(clock) == 2
+        doomed.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(clock) == 1
+        await trio.sleep_until(base + 2)
+        nursery.cancel_scope.cancel()
+    assert woke == {base + 0.5: base + 1}
+
+
+async def test_without_its_timer_a_sleep_is_a_plain_one_and_stopping_it_wakes_the_parked(
+    autojump,
+):
+    clock = GrainClock(1.0)
+    base = math.ceil(trio.current_time()) + 10
+    await clock.sleep_until(base + 0.25)  # not running: trio's own sleep, rounded up
+    assert trio.current_time() == base + 1
+    woke: dict[float, float] = {}
+    async with trio.open_nursery() as nursery:
+        timer = trio.CancelScope()
+
+        async def run_timer(task_status: trio.TaskStatus[None]) -> None:
+            with timer:
+                await clock.run(task_status=task_status)
+
+        await nursery.start(run_timer)
+        nursery.start_soon(_sleep, clock, base + 40, woke)
+        await trio.sleep_until(base + 5)
+        timer.cancel()  # the process stops: the parked wake early, not never
+    assert woke == {base + 40: base + 5}
+    with pytest.raises(ValueError, match="positive"):
+        GrainClock(0)
