@@ -45,17 +45,36 @@ Outcome = Approved | Rejected | TimedOut
 
 
 class _Awaited:
-    """The one request a decision is awaited for; its outcome is set once."""
+    """The one request a decision is awaited for; its outcome is set once, and wakes
+    the one task waiting for it (a task slot, not an Event: ~600 B less per waiting
+    session)."""
+
+    __slots__ = ("_waiting", "outcome", "request_id")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.outcome: Approved | Rejected | None = None
-        self.decided = trio.Event()
+        self._waiting: trio.lowlevel.Task | None = None
 
     def set(self, outcome: Approved | Rejected) -> None:
         if self.outcome is None:
             self.outcome = outcome
-            self.decided.set()
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:
+                trio.lowlevel.reschedule(waiting)
+
+    async def wait(self) -> None:
+        """Until the outcome is set (a checkpoint if it is already)."""
+        if self.outcome is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        assert self._waiting is None, "one task waits for a decision"
+        self._waiting = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiting = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class SignalWaiter:
@@ -100,7 +119,7 @@ class SignalWaiter:
         awaited = self._awaited
         assert awaited is not None and awaited.request_id == request_id, "expect() it first"
         with trio.move_on_at(deadline):
-            await awaited.decided.wait()
+            await awaited.wait()
         self._stop_waiting()
         if awaited.outcome is not None:
             return awaited.outcome
