@@ -34,6 +34,7 @@ from .hitl import records as hitl
 from .hitl.liveness import Liveness, new_worker_id, requests_key
 from .hitl.store import HitlStore
 from .http.connection import ClosingHTTPConnection
+from .http.request_body import LeanRequest
 from .http.websocket import SessionWebsocket, SessionWebsocketConnection
 from .metrics import CONTENT_TYPE, Metrics
 from .sessions.registry import SessionRegistry
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
     settings.check_sentinel()
     app = QuartTrio(__name__, static_folder=None)
     app.asgi_http_class = ClosingHTTPConnection
+    app.request_class = LeanRequest
     app.asgi_websocket_class = SessionWebsocketConnection
     app.websocket_class = SessionWebsocket
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
