@@ -29,11 +29,17 @@ async def serve_until_signal(
     """:func:`serve_app` until SIGTERM or SIGINT (main thread only).
 
     The signal handlers stay installed until the shutdown is over, so a second
-    signal (a terminal sends SIGINT to the whole process group) cannot cut it short.
+    signal (a terminal sends SIGINT to the whole process group) cannot cut it short;
+    after it, both signals are ignored while the process exits.
     """
     stop = trio.Event()
 
     async def stop_on_signal() -> None:
+        # What the receiver restores when the shutdown is over: a signal that comes
+        # while the process exits (a supervisor's second SIGTERM) must not turn a
+        # clean exit into death by signal.
+        for stopping in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stopping, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if not stop.is_set():
