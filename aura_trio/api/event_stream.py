@@ -8,6 +8,7 @@ from types import TracebackType
 import trio
 from quart.wrappers.response import ResponseBody
 
+from ..channel import Channel
 from ..sessions.session import OUTBOX_FRAMES, Session, open_session
 
 
@@ -17,8 +18,8 @@ class SessionBody(ResponseBody):
 
     def __init__(self, session: Session[bytes]) -> None:
         self._session = session
-        self._running: AbstractAsyncContextManager[trio.MemoryReceiveChannel[bytes]] | None = None
-        self._frames: trio.MemoryReceiveChannel[bytes] | None = None
+        self._running: AbstractAsyncContextManager[Channel[bytes]] | None = None
+        self._frames: Channel[bytes] | None = None
 
     async def __aenter__(self) -> SessionBody:
         self._running = open_session(self._session)

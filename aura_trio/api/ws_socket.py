@@ -24,6 +24,7 @@ from quart.wrappers import Websocket
 
 from ..agents import StreamRequest
 from ..auth import Principal
+from ..channel import Channel
 from ..errors import ApiError, StoreUnavailable, ValidationError
 from ..hitl import records as hitl
 from ..http.websocket import SessionWebsocket
@@ -208,7 +209,7 @@ class SessionSocket:
             return None
 
 
-def _queued(frames: trio.MemoryReceiveChannel[str]) -> list[str]:
+def _queued(frames: Channel[str]) -> list[str]:
     """What else the session has already queued (sent in the same write)."""
     queued: list[str] = []
     while len(queued) < OUTBOX_FRAMES:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import trio
 
+from ..channel import Channel
+
 _INBOX_SIZE = 16
 
 
@@ -49,24 +51,23 @@ class Subscription:
         self.dropped = 0
         self.handle_at_once: Callable[[Message], bool] | None = None
         self._topics = topics
-        self._send, self.receive = trio.open_memory_channel[Message](_INBOX_SIZE)
+        self.receive = Channel[Message](_INBOX_SIZE)
 
     def deliver(self, payload: bytes, *, announced_here: bool = False) -> None:
         message = Message(payload, announced_here, trio.current_time())
         if self.handle_at_once is not None and self.handle_at_once(message):
             return
         try:
-            self._send.send_nowait(message)
+            self.receive.send_nowait(message)
         except trio.WouldBlock:
             # The stored copy is re-read on the next resync, so nothing is lost for good.
             self.dropped += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except trio.ClosedResourceError:
             pass
 
     def close(self) -> None:
         self.handle_at_once = None  # a receiver's bound method: a cycle through it
         self._topics._unregister(self)
-        self._send.close()
         self.receive.close()
 
     def __enter__(self) -> Subscription:

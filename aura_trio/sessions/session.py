@@ -29,6 +29,7 @@ import trio
 from ..agents import Agent, StreamRequest
 from ..auth import Principal
 from ..bus.redis_bus import RedisBus
+from ..channel import Channel
 from ..errors import StoreUnavailable
 from ..hitl import records as hitl
 from ..hitl.edits import check_schema
@@ -99,9 +100,9 @@ class Session(Generic[Frame]):
         self._log = {"sessionId": self.session_id, "tenantId": self.tenant_id}
         self._started = trio.current_time()
         self._next_id = last_event_id + 1
-        self._outbox: trio.MemorySendChannel[Frame]
-        self.frames: trio.MemoryReceiveChannel[Frame]
-        self._outbox, self.frames = trio.open_memory_channel(OUTBOX_FRAMES)
+        # Sent into by the session's tasks, received from by its transport.
+        self._outbox: Channel[Frame] = Channel(OUTBOX_FRAMES)
+        self.frames: Channel[Frame] = self._outbox
         if framing.connected is not None:
             self._outbox.send_nowait(framing.connected)
         self._last_write = trio.current_time()
@@ -342,7 +343,7 @@ _SESSION_TASK = _task_name(Session.run)
 @asynccontextmanager
 async def open_session(
     session: Session[Frame], *companions: Companion
-) -> AsyncIterator[trio.MemoryReceiveChannel[Frame]]:
+) -> AsyncIterator[Channel[Frame]]:
     """Run `session` (and its `companions`, see :meth:`Session.run`) in a nursery of
     its own; yields the channel of its frames.
 
