@@ -85,6 +85,13 @@ def _latency(quantile: str) -> Callable[[Result], float | None]:
     return lambda result: float(result["latency"][f"{quantile}_ms"])
 
 
+def _from_sent(quantile: str) -> Callable[[Result], float | None]:
+    # Absent from results of runs before it was measured.
+    return lambda result: (
+        float(result["from_sent"][f"{quantile}_ms"]) if "from_sent" in result else None
+    )
+
+
 def fmt(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -117,6 +124,9 @@ def figures(data: Data) -> list[Figure]:
         ]  # fmt: skip
     for q in ("p50", "p99", "max"):
         out.append(Figure("approval", f"approval → next event {q}", _latency(q), "ms", digits=2))
+    for q in ("p50", "p99"):
+        out.append(Figure("approval", f"approve sent → next event {q}", _from_sent(q), "ms",
+                          digits=2))  # fmt: skip
     for c in variants(data, "roundtrip", "concurrency"):
         p = {"concurrency": c}
         out += [
@@ -276,4 +286,98 @@ def goals() -> list[Goal]:
              "to baseline; Redis connections within the pool)", _leak_text, _leak_met),
         Goal("streaming", "≥ 20,000 events/s per worker", streaming.text,
              _limit(streaming, 20000)),
+    ]  # fmt: skip
+
+
+# --- the targets of issues 12 and 13: aura against the peer -------------------------
+
+
+def _versus_peer(*figures_: Figure) -> Callable[[Data], bool | None]:
+    """Met when aura does at least as well as the peer on every one of `figures_`."""
+
+    def met(data: Data) -> bool | None:
+        ratios = [f.advantage(data) for f in figures_]
+        if None in ratios:
+            return None
+        return all(r is not None and r >= 1.0 for r in ratios)
+
+    return met
+
+
+def _joined(*figures_: Figure) -> Callable[[Data, str], str]:
+    return lambda data, target: " / ".join(f.text(data, target) for f in figures_)
+
+
+def _longest_pause(level: int) -> Figure:
+    return Figure("idle", "", _at_level(level, "gc_max_pause_ms"), "ms", digits=0)
+
+
+def _longest_pause_text(level: int) -> Callable[[Data, str], str]:
+    def text(data: Data, target: str) -> str:
+        values = [_at_level(level, "gc_max_pause_ms")(r) for r in runs_of(data, "idle", target, {})]
+        numbers = [v for v in values if v is not None]
+        return fmt(max(numbers), 0, "ms") + " (longest of the rounds)" if numbers else "–"
+
+    return text
+
+
+def _longest_pause_met(level: int) -> Callable[[Data], bool | None]:
+    def met(data: Data) -> bool | None:
+        values = [_at_level(level, "gc_max_pause_ms")(r) for r in runs_of(data, "idle", "aura", {})]
+        numbers = [v for v in values if v is not None]
+        return max(numbers) <= 50 if numbers else None
+
+    return met
+
+
+def _threads_text(data: Data, target: str) -> str:
+    r = _teardown(data, target)
+    if r is None:
+        return "–"
+    before, after = r["baseline"]["threads"], r["settled"]["threads"]
+    return f"{after} in all after the teardown cycles ({before} before)"
+
+
+def _threads_met(data: Data) -> bool | None:
+    r = _teardown(data, "aura")
+    return None if r is None else r["settled"]["threads"] == 1 and r["baseline"]["threads"] == 1
+
+
+def round_goals(data: Data) -> list[Goal]:
+    """Issue 12 (Redis without threads) and issue 13 (no stalls at scale)."""
+    top = max(idle_levels(data) or [9000])
+    idle_cpu = Figure("idle", "", _at_level(top, "server_cpu_pct"), "% of a core")
+    rss5k = Figure("idle", "", _at_level(5000, "rss_per_session", 1024), "KB")
+    p50 = Figure("approval", "", _latency("p50"), "ms", digits=2)
+    p99 = Figure("approval", "", _latency("p99"), "ms", digits=2)
+    sent50, sent99 = (Figure("approval", "", _from_sent(q), "ms", digits=2) for q in ("p50", "p99"))
+    throughput = [
+        Figure("roundtrip", "", lambda r: r["sessions_per_s"], "/s", True, 0, {"concurrency": c})
+        for c in variants(data, "roundtrip", "concurrency")
+    ]
+    errors = [
+        Figure("roundtrip", "", lambda r: r["errors"], digits=0, params=f.params)
+        for f in throughput
+    ]
+
+    def throughput_met(data: Data) -> bool | None:
+        met = _versus_peer(*throughput)(data)
+        return None if met is None else met and all(e.value(data, "aura") == 0 for e in errors)
+
+    return [
+        Goal("idle", f"longest collector pause at {top:,} idle sessions ≤ 50 ms",
+             _longest_pause_text(top), _longest_pause_met(top)),
+        Goal("idle", f"server CPU while {top:,} sessions idle ≤ the peer's",
+             idle_cpu.text, _versus_peer(idle_cpu)),
+        Goal("idle", "server RSS per waiting session at 5k ≤ 40 KB", rss5k.text,
+             _limit(rss5k, 40)),
+        Goal("approval", "approval response → next event p50 / p99 ≤ the peer's at 1,000 "
+             "waiting", _joined(p50, p99), _versus_peer(p50, p99)),
+        Goal("approval", "(not a target) approve sent → next event p50 / p99",
+             _joined(sent50, sent99), lambda data: None),
+        Goal("roundtrip", "round trip ≥ 1.0× the peer at C = "
+             + " and ".join(str(f.params["concurrency"]) for f in throughput) + ", zero errors",
+             _joined(*throughput), throughput_met),
+        Goal("teardown", "server threads under load: none for Redis", _threads_text,
+             _threads_met),
     ]  # fmt: skip

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import cpu_report, plots
-from .figures import Data, Result, figures, goals, runs_of, transports
+from .figures import Data, Result, figures, goals, round_goals, runs_of, transports
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
 FLEET = Path(__file__).with_name("FLEET.md")  # `python -m bench.fleet --publish`, its own run
@@ -68,6 +68,16 @@ def _goals(data: Data) -> list[str]:
     return _table(["scenario", "target", *targets, "aura"], rows)
 
 
+def _round_goals(data: Data) -> list[str]:
+    rows = [
+        [goal.scenario, goal.text, goal.reached(data, "aura"), goal.reached(data, "peer"),
+         _mark(goal.met(data)) if goal.met(data) is not None else ""]
+        for goal in round_goals(data)
+        if runs_of(data, goal.scenario, "aura", {})
+    ]  # fmt: skip
+    return _table(["scenario", "target", "aura", "peer", "aura"], rows)
+
+
 def _comparison(data: Data) -> list[str]:
     rows = [
         [f.scenario, f.name, f.text(data, "aura"), f.text(data, "peer"), _versus(f.advantage(data))]
@@ -110,8 +120,15 @@ def _approval_rows(target: str, r: Result) -> list[list[str]]:
     lat = r["latency"]
     return [[target, f"{r['sessions']:,}", f"{r['rate']:.0f}/s", f"{lat['p50_ms']:.2f} ms",
              f"{lat['p99_ms']:.2f} ms", f"{lat['max_ms']:.2f} ms",
-             str(r["event_before_response"]), str(r["errors"]), f"{r['server_cpu_pct']:.0f}%",
+             str(r["event_before_response"]), _from_sent(r), str(r["errors"]),
+             f"{r['server_cpu_pct']:.0f}%",
              _gc(r), f"{r['client_cpu_pct']:.0f}%", _lag(r)]]  # fmt: skip
+
+
+def _from_sent(r: Result) -> str:
+    if "from_sent" not in r:
+        return "–"
+    return f"{r['from_sent']['p50_ms']:.2f} / {r['from_sent']['p99_ms']:.2f} ms"
 
 
 def _roundtrip_rows(target: str, r: Result) -> list[list[str]]:
@@ -150,7 +167,8 @@ _DETAILS: list[tuple[str, str, list[str], Callable[[str, Result], list[list[str]
       "Redis clients", "Redis memory", "heartbeats in window", "errors"], _idle_rows),
     ("approval", "2. Approval latency",
      ["target", "waiting", "approvals", "p50", "p99", "max", "event before response",
-      "errors", "server CPU", "of which GC", "client CPU", "client stalls"], _approval_rows),
+      "sent → event p50 / p99", "errors", "server CPU", "of which GC", "client CPU",
+      "client stalls"], _approval_rows),
     ("roundtrip", "3. Round-trip throughput", _ROUNDTRIP_HEAD, _roundtrip_rows),
     ("teardown", "4. Teardown",
      ["target", "p50", "p99", "max", "not cancelled", "cycles/s", "tasks", "threads",
@@ -220,6 +238,8 @@ def render(data: Data, plot_files: list[str], plot_note: str, plot_prefix: str) 
         *_goals(data),
         "",
     ]
+    if set(data["targets"]) >= {"aura", "peer"}:
+        lines += ["## Targets (issues 12 and 13) vs reached", "", *_round_goals(data), ""]
     if set(data["targets"]) >= {"aura", "peer"}:
         lines += [
             "## aura vs the asyncio peer",

@@ -4,6 +4,8 @@ together by one timer. On trio's autojump clock: virtual time, no waiting."""
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -22,12 +24,20 @@ async def _sleep(clock: GrainClock, until: float, woke: dict[float, float]) -> N
     woke[until] = trio.current_time()
 
 
-async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
-    clock = GrainClock(1.0)
-    woke: dict[float, float] = {}
+@asynccontextmanager
+async def _running(grain: float) -> AsyncIterator[tuple[GrainClock, trio.Nursery, float]]:
+    """A clock with its timer running, a nursery for sleepers, and a whole second
+    ahead as the base time; the sleepers are cancelled at the end."""
+    clock = GrainClock(grain)
     async with trio.open_nursery() as nursery:
         await nursery.start(clock.run)
-        base = math.ceil(trio.current_time()) + 10
+        yield clock, nursery, math.ceil(trio.current_time()) + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
+    woke: dict[float, float] = {}
+    async with _running(1.0) as (clock, nursery, base):
         for due in (base + 0.1, base + 0.5, base + 0.9, base + 1.5):
             nursery.start_soon(_sleep, clock, due, woke)
         await trio.sleep_until(base + 0.95)
@@ -36,7 +46,6 @@ async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
         await trio.testing.wait_all_tasks_blocked()
         assert len(clock) == 1  # one grain's lot unparked at once
         await trio.sleep_until(base + 3)
-        nursery.cancel_scope.cancel()
     assert woke == {
         base + 0.1: base + 1,
         base + 0.5: base + 1,
@@ -46,25 +55,18 @@ async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
 
 
 async def test_a_sleeper_due_sooner_than_the_timer_waits_for_wakes_on_time(autojump):
-    clock = GrainClock(0.5)
     woke: dict[float, float] = {}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(clock.run)
-        base = math.ceil(trio.current_time()) + 10
+    async with _running(0.5) as (clock, nursery, base):
         nursery.start_soon(_sleep, clock, base + 30, woke)
         await trio.sleep_until(base)  # the timer now waits for base + 30
         nursery.start_soon(_sleep, clock, base + 0.2, woke)
         await trio.sleep_until(base + 31)
-        nursery.cancel_scope.cancel()
     assert woke == {base + 0.2: base + 0.5, base + 30: base + 30}
 
 
 async def test_a_cancelled_sleeper_leaves_its_lot_and_the_others_sleep_on(autojump):
-    clock = GrainClock(1.0)
     woke: dict[float, float] = {}
-    async with trio.open_nursery() as nursery:
-        await nursery.start(clock.run)
-        base = math.ceil(trio.current_time()) + 10
+    async with _running(1.0) as (clock, nursery, base):
         doomed = trio.CancelScope()
 
         async def cancelled_sleeper() -> None:
@@ -79,7 +81,6 @@ async def test_a_cancelled_sleeper_leaves_its_lot_and_the_others_sleep_on(autoju
         await trio.testing.wait_all_tasks_blocked()
         assert len(clock) == 1
         await trio.sleep_until(base + 2)
-        nursery.cancel_scope.cancel()
     assert woke == {base + 0.5: base + 1}
 
 

@@ -4,6 +4,8 @@ Each approval goes through `POST /aura/hitl/approve/{requestId}` on a pool of
 kept-alive connections (as a Gateway sends them). The figure is the time from
 the approve response to the next event on that session's stream, both seen by
 this process on one clock. When the event arrives first, the latency counts as 0.
+Beside it, the time from sending the approve to that event (`from_sent`): what
+the person who approved waits for, whichever of the two answers comes first.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import trio
 
 from ..load import CONNECTION_ERRORS, WAITING_PROMPT, Approver, open_until_hitl, read_to_done
-from ..measure import Context, CpuMeter, Errors, latency_figures
+from ..measure import Context, CpuMeter, Errors, latency_figures, summarize_ms
 
 APPROVERS = 16
 
@@ -25,6 +27,7 @@ async def run(
     errors = Errors(ctx.status)
     request_ids: list[str | None] = [None] * sessions
     answered: list[float | None] = [None] * sessions
+    sent_at: list[float | None] = [None] * sessions
     next_event: list[float | None] = [None] * sessions
     opened = [trio.Event() for _ in range(sessions)]
     opening = trio.Semaphore(open_concurrency)
@@ -60,6 +63,7 @@ async def run(
             return
         approver = await pool_receive.receive()
         try:
+            sent_at[index] = trio.current_time()
             await approver.approve(request_id, index)
             answered[index] = trio.current_time()
             ctx.status["approved"] += 1
@@ -100,6 +104,11 @@ async def run(
         if got < sent:
             early += 1
         latencies.append(max(0.0, got - sent))
+    from_sent = [
+        got - at
+        for got, at, done in zip(next_event, sent_at, answered, strict=True)
+        if got is not None and at is not None and done is not None
+    ]
     missing = sum(
         1 for a, n in zip(answered, next_event, strict=True) if a is not None and n is None
     )
@@ -108,6 +117,7 @@ async def run(
         "rate": rate,
         **latency_figures(latencies),
         "event_before_response": early,
+        "from_sent": summarize_ms(from_sent),
         "missing_events": missing,
         **errors.figures(more=missing),
         **cpu,
