@@ -63,33 +63,47 @@ def _name(o: object) -> str:
 
 def garbage_by_type(top: int = 40) -> dict[str, int]:
     """What the collector would free now, by type: objects only a reference cycle
-    keeps alive (each finished session should leave none), less the per-request
-    cycles of `_PER_REQUEST_CYCLES` (counted under `per-request cycles`). With
-    BENCH_GC_SAVEALL set, also what every collection found since the last call."""
+    keeps alive (each finished session should leave none), frozen ones included,
+    less the per-request cycles of `_PER_REQUEST_CYCLES` (counted under
+    `per-request cycles`). With BENCH_GC_SAVEALL set, also what every collection
+    found since the last call.
+
+    That garbage is then freed and what is alive frozen again, so a later
+    `frozen` count is what is alive: garbage the server's own collections kept
+    for this census would otherwise be frozen by the collector policy and, once
+    let go, stay frozen for ever (gc.garbage is a root for `gc.freeze()`).
+    """
     previous = gc.get_debug()
+    gc.unfreeze()  # frozen cyclic garbage is never collected: it is looked at too
     gc.set_debug(previous | gc.DEBUG_SAVEALL)
     try:
         gc.collect()
-        garbage = {id(o): o for o in gc.garbage}
-        roots = [
-            o
-            for o in garbage.values()
-            if inspect.isfunction(o) and f"{o.__module__}.{o.__qualname__}" in _PER_REQUEST_CYCLES
-        ]
-        expected: set[int] = set()
-        while roots:  # what those closures reach among the garbage
-            o = roots.pop()
-            if id(o) not in expected:
-                expected.add(id(o))
-                roots.extend(r for r in gc.get_referents(o) if id(r) in garbage)
-        found = Counter(_name(o) for key, o in garbage.items() if key not in expected)
-        if expected:
-            found["per-request cycles"] = len(expected)
-        del garbage
+        return _census(gc.garbage, top)
     finally:
-        gc.set_debug(previous)
+        gc.set_debug(previous & ~gc.DEBUG_SAVEALL)
         gc.garbage.clear()
-    return dict(found.most_common(top))
+        gc.collect()
+        gc.set_debug(previous)
+        gc.freeze()
+
+
+def _census(found: list[object], top: int) -> dict[str, int]:
+    garbage = {id(o): o for o in found}
+    roots = [
+        o
+        for o in found
+        if inspect.isfunction(o) and f"{o.__module__}.{o.__qualname__}" in _PER_REQUEST_CYCLES
+    ]
+    expected: set[int] = set()
+    while roots:  # what those closures reach among the garbage
+        o = roots.pop()
+        if id(o) not in expected:
+            expected.add(id(o))
+            roots.extend(r for r in gc.get_referents(o) if id(r) in garbage)
+    names = Counter(_name(o) for key, o in garbage.items() if key not in expected)
+    if expected:
+        names["per-request cycles"] = len(expected)
+    return dict(names.most_common(top))
 
 
 def memory_diff(what: str, top: int = 40) -> list[str]:
@@ -116,6 +130,8 @@ async def _serve(settings: Settings) -> None:
     @app.get("/bench/stats")
     async def stats() -> Response:
         tasks = list(live_tasks())
+        # First: it frees cyclic garbage, which the counts below then leave out.
+        garbage = garbage_by_type() if request.args.get("garbage") else None
         body: dict[str, object] = {
             "tasks": len(tasks),
             "threads": threading.active_count(),
@@ -133,8 +149,8 @@ async def _serve(settings: Settings) -> None:
             body["types"] = Counter(
                 f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
             )
-        if request.args.get("garbage"):
-            body["garbage"] = garbage_by_type()
+        if garbage is not None:
+            body["garbage"] = garbage
         if request.args.get("promoted"):
             body["promoted"] = promoted(request.args["promoted"])
         if request.args.get("gctrace"):

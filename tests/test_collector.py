@@ -114,6 +114,7 @@ async def test_a_finished_session_leaves_no_reference_cycle(tmp_path: Path, redi
     assert leaking == {}, f"cyclic garbage after {sessions} sessions: {garbage}"
     assert sum(garbage.values()) < sessions, garbage  # not even one object per session
     # What was frozen while the sessions waited was freed with them: batch after batch
-    # the frozen count stays level (it wobbles with caches and timing by ~2,000); a
-    # leak of even a tenth of a session's ~290 objects would add ~6,000 here.
+    # the frozen count (what is alive: the census frees the cyclic garbage it saw and
+    # freezes again) stays level, wobbling with caches and timing by ~2,000; a leak of
+    # even a tenth of a session's ~290 objects would add ~6,000 here.
     assert min(frozen[-2:]) - min(frozen[:2]) < 2_500, frozen
