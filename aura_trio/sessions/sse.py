@@ -10,6 +10,11 @@ HEARTBEAT = b": heartbeat\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
+# One encoder for every frame: `json.dumps` with options builds a new one per call.
+# No circular check: frames are trees (a cyclic one fails on recursion instead).
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+
 def to_json(data: Any) -> bytes:
     """One-line UTF-8 JSON with non-ASCII kept as is.
 
@@ -17,8 +22,7 @@ def to_json(data: Any) -> bytes:
     lone surrogate cannot be encoded as UTF-8; it becomes the JSON escape `\\udXXX`,
     which is what `ensure_ascii` would have written for it.
     """
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "backslashreplace")
+    return _encode(data).encode("utf-8", "backslashreplace")
 
 
 def encode_event(event_id: int, event_type: str, data: Any) -> bytes:
