@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from aura_trio.sessions.grain_clock import GrainClock
+from aura_trio.sessions.grain_clock import WAKE_AT_ONCE, GrainClock
 
 
 @pytest.fixture
@@ -52,6 +52,33 @@ async def test_sleepers_due_within_a_grain_wake_together_at_its_end(autojump):
         base + 0.9: base + 1,
         base + 1.5: base + 2,
     }
+
+
+async def test_a_big_lot_wakes_a_few_per_pass_so_other_tasks_run_between(autojump):
+    # Trio runs a whole scheduler pass before it polls the sockets again: a task
+    # made runnable while a lot of 1,000 wakes (as an approval's handler would be)
+    # must run before the last of them, not after all.
+    count = 1_000
+    woken: list[int] = []
+    first_woke = trio.Event()
+    seen_by_other: list[int] = []
+
+    async def sleeper() -> None:
+        await clock.sleep_until(base + 0.5)
+        woken.append(1)
+        first_woke.set()
+
+    async def other() -> None:
+        await first_woke.wait()
+        seen_by_other.append(len(woken))
+
+    async with _running(1.0) as (clock, nursery, base):
+        nursery.start_soon(other)
+        for _ in range(count):
+            nursery.start_soon(sleeper)
+        await trio.sleep_until(base + 2)
+    assert len(woken) == count
+    assert seen_by_other[0] <= 2 * WAKE_AT_ONCE < count, seen_by_other
 
 
 async def test_a_sleeper_due_sooner_than_the_timer_waits_for_wakes_on_time(autojump):

@@ -5,6 +5,10 @@ trio's heap, and is woken by a Cancelled raised and caught: per session, per bea
 Here a sleep is rounded up to the clock's grain and parked on that grain's
 ParkingLot; one task unparks each lot when its time comes. A parked sleeper holds
 a lot entry, and wakes without an exception.
+
+A lot is woken `WAKE_AT_ONCE` sleepers per scheduler pass: trio runs a whole pass
+before it looks at the sockets again, so 500 heartbeats woken at once held every
+approval arriving meanwhile for ~20 ms (4 workers, 30,000 sessions).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import math
 
 import trio
+
+WAKE_AT_ONCE = 64
 
 
 class GrainClock:
@@ -58,7 +64,10 @@ class GrainClock:
                     await self._sooner.wait()  # a sleeper due sooner came
                 now = trio.current_time()
                 for tick in [t for t in self._lots if t * self.grain <= now]:
-                    self._lots.pop(tick).unpark_all()
+                    lot = self._lots[tick]  # no sleeper joins a due lot
+                    while lot.unpark(count=WAKE_AT_ONCE) and lot:
+                        await trio.lowlevel.checkpoint()
+                    del self._lots[tick]
         finally:
             self._running = False
             # Those parked wake early rather than never (a heartbeat checks the time).
