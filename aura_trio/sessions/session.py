@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_FRAMES = 64
 CLEANUP_SECONDS = 5.0
-HEARTBEAT_GRAIN_SECONDS = 1.0
+HEARTBEAT_GRAIN_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
