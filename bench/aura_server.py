@@ -61,20 +61,21 @@ def _name(o: object) -> str:
     return f"{name} {o.__module__}.{o.__qualname__}" if inspect.isfunction(o) else name
 
 
-def garbage_by_type(top: int = 40) -> dict[str, int]:
+def garbage_by_type(*, frozen_too: bool, top: int = 40) -> dict[str, int]:
     """What the collector would free now, by type: objects only a reference cycle
-    keeps alive (each finished session should leave none), frozen ones included,
-    less the per-request cycles of `_PER_REQUEST_CYCLES` (counted under
-    `per-request cycles`). With BENCH_GC_SAVEALL set, also what every collection
-    found since the last call.
+    keeps alive (each finished session should leave none), less the per-request
+    cycles of `_PER_REQUEST_CYCLES` (counted under `per-request cycles`). With
+    BENCH_GC_SAVEALL set, also what every collection found since the last call.
 
-    That garbage is then freed and what is alive frozen again, so a later
-    `frozen` count is what is alive: garbage the server's own collections kept
-    for this census would otherwise be frozen by the collector policy and, once
-    let go, stay frozen for ever (gc.garbage is a root for `gc.freeze()`).
+    With `frozen_too` (the collector policy freezes what survives), frozen objects
+    are looked at too, and afterwards what is alive is frozen again, so a later
+    `frozen` count is what is alive: garbage the server's own collections kept for
+    this census would otherwise be frozen by that policy and, once let go, stay
+    frozen for ever (gc.garbage is a root for `gc.freeze()`).
     """
     previous = gc.get_debug()
-    gc.unfreeze()  # frozen cyclic garbage is never collected: it is looked at too
+    if frozen_too:
+        gc.unfreeze()  # frozen cyclic garbage is never collected
     gc.set_debug(previous | gc.DEBUG_SAVEALL)
     try:
         gc.collect()
@@ -84,7 +85,8 @@ def garbage_by_type(top: int = 40) -> dict[str, int]:
         gc.garbage.clear()
         gc.collect()
         gc.set_debug(previous)
-        gc.freeze()
+        if frozen_too:
+            gc.freeze()
 
 
 def _census(found: list[object], top: int) -> dict[str, int]:
@@ -131,7 +133,11 @@ async def _serve(settings: Settings) -> None:
     async def stats() -> Response:
         tasks = list(live_tasks())
         # First: it frees cyclic garbage, which the counts below then leave out.
-        garbage = garbage_by_type() if request.args.get("garbage") else None
+        garbage = (
+            garbage_by_type(frozen_too=settings.gc_freeze_seconds > 0)
+            if request.args.get("garbage")
+            else None
+        )
         body: dict[str, object] = {
             "tasks": len(tasks),
             "threads": threading.active_count(),
