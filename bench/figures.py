@@ -308,24 +308,25 @@ def _joined(*figures_: Figure) -> Callable[[Data, str], str]:
     return lambda data, target: " / ".join(f.text(data, target) for f in figures_)
 
 
-def _longest_pause(level: int) -> Figure:
-    return Figure("idle", "", _at_level(level, "gc_max_pause_ms"), "ms", digits=0)
+def _longest_pause(data: Data, level: int, target: str) -> float | None:
+    """The longest collector pause of any round at `level` sessions."""
+    values = [_at_level(level, "gc_max_pause_ms")(r) for r in runs_of(data, "idle", target, {})]
+    numbers = [v for v in values if v is not None]
+    return max(numbers) if numbers else None
 
 
 def _longest_pause_text(level: int) -> Callable[[Data, str], str]:
     def text(data: Data, target: str) -> str:
-        values = [_at_level(level, "gc_max_pause_ms")(r) for r in runs_of(data, "idle", target, {})]
-        numbers = [v for v in values if v is not None]
-        return fmt(max(numbers), 0, "ms") + " (longest of the rounds)" if numbers else "–"
+        longest = _longest_pause(data, level, target)
+        return "–" if longest is None else fmt(longest, 0, "ms") + " (longest of the rounds)"
 
     return text
 
 
 def _longest_pause_met(level: int) -> Callable[[Data], bool | None]:
     def met(data: Data) -> bool | None:
-        values = [_at_level(level, "gc_max_pause_ms")(r) for r in runs_of(data, "idle", "aura", {})]
-        numbers = [v for v in values if v is not None]
-        return max(numbers) <= 50 if numbers else None
+        longest = _longest_pause(data, level, "aura")
+        return None if longest is None else longest <= 50
 
     return met
 

@@ -239,9 +239,11 @@ def render(data: Data, plot_files: list[str], plot_note: str, plot_prefix: str) 
         "",
     ]
     if set(data["targets"]) >= {"aura", "peer"}:
-        lines += ["## Targets (issues 12 and 13) vs reached", "", *_round_goals(data), ""]
-    if set(data["targets"]) >= {"aura", "peer"}:
         lines += [
+            "## Targets (issues 12 and 13) vs reached",
+            "",
+            *_round_goals(data),
+            "",
             "## aura vs the asyncio peer",
             "",
             "“aura vs peer” is how many times better aura does on that figure "
