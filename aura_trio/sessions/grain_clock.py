@@ -21,7 +21,8 @@ WAKE_AT_ONCE = 64
 
 
 class GrainClock:
-    """Sleeps rounded up to `grain` seconds, all those due together woken at once.
+    """Sleeps rounded up to `grain` seconds, those due together woken together,
+    `WAKE_AT_ONCE` per scheduler pass.
 
     Until :meth:`run` runs (and after it stops) a sleep is a plain
     `trio.sleep_until` of the rounded time.
