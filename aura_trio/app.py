@@ -164,7 +164,13 @@ def create_app(settings: Settings, *, agent: Agent | None = None) -> QuartTrio:
         heartbeat_clock=state.heartbeat_clock,
     )
     register_stream_routes(app, services, state.authenticator)
-    register_hitl_routes(app, store, state.authenticator, audit_roles=settings.audit_roles)
+    register_hitl_routes(
+        app,
+        store,
+        state.authenticator,
+        audit_roles=settings.audit_roles,
+        streamed_here=bus.subscribed_here,
+    )
     register_ws_routes(
         app,
         services,

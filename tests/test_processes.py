@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +30,28 @@ from .helpers import (
     until_hitl,
 )
 from .processes import run_server, stop
+
+
+async def test_the_approved_event_is_on_the_stream_before_the_answer_arrives(
+    tmp_path, redis_server, raw_redis
+):
+    """Whoever approves finds the decision's effect already on the stream: the
+    session's next event was written before the approve's response."""
+    async with run_server(tmp_path, env={"REDIS_URL": redis_server.url}) as server:
+        for attempt in range(10):
+            target = stream_target("merge")
+            async with client.open_sse(HOST, server.port, target, headers=auth()) as stream:
+                hitl = await until_hitl(stream)
+                response = await decide_at(server.port, hitl["requestId"], auth())
+                assert response.status == 200
+                # Nothing awaited since the answer was read: only bytes the server
+                # had already written count.
+                stream_fd = stream._connection.stream.socket.fileno()
+                readable, _, _ = select.select([stream_fd], [], [], 0)
+                assert readable, f"attempt {attempt}: the answer came before the event"
+                frames = await rest_of(stream)
+            assert frames[0].event == "tool_execution"
+            assert frames[0].json()["data"]["status"] == "success"
 
 
 async def test_session_on_one_server_is_approved_through_another(tmp_path, redis_server, raw_redis):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import trio
 from quart import Quart, Response, request
 from quart_schema import document_querystring, document_request, document_response
 
@@ -63,13 +65,17 @@ def register_hitl_routes(
     authenticator: Authenticator,
     *,
     audit_roles: tuple[str, ...],
+    streamed_here: Callable[[str], bool],
 ) -> None:
+    """`streamed_here(session_id)`: whether that session streams from this process."""
     auth = authenticated(authenticator)
 
     async def decide(principal: Principal, request_id: str, decision: hitl.Decision) -> Response:
         check_path_id(request_id, "requestId")  # before the body, as ever
         body = await read_json(required=False)
         data = await apply_decision(store, principal, request_id, decision, body)
+        if streamed_here(data["sessionId"]):
+            await _let_the_session_answer_first()
         return json_response(envelope_success(data, f"HITL request {decision}"))
 
     @app.post("/aura/hitl/approve/<request_id>")
@@ -135,6 +141,16 @@ def register_hitl_routes(
         check_path_id(session_id, "sessionId")
         signal = await store.read_signal(session_id, _caller(principal))
         return json_response(envelope_success(signal, "HITL signal"))
+
+
+async def _let_the_session_answer_first() -> None:
+    """Two scheduler passes: one for the woken agent to queue its next event, one for
+    its stream to write it. So whoever approves (a browser, the Gateway) finds the
+    decision's effect already on the stream when the answer arrives. An agent that
+    works before its next event, or a stream client that reads slowly, does not hold
+    the answer: it waits these two passes, never longer."""
+    await trio.lowlevel.checkpoint()
+    await trio.lowlevel.checkpoint()
 
 
 def _page_args(*, default_limit: int) -> dict[str, object]:

@@ -131,6 +131,10 @@ class RedisBus:
             del self._announcing[topic]
             self._topics.deliver(topic, payload, announced_here=True)
 
+    def subscribed_here(self, topic: str) -> bool:
+        """Whether a task of this process receives `topic`."""
+        return topic in self._topics
+
     @property
     def subscription_count(self) -> int:
         return len(self._topics)

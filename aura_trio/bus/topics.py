@@ -103,6 +103,9 @@ class Topics:
     def is_current(self, subscription: Subscription) -> bool:
         return self._subscriptions.get(subscription.topic) is subscription
 
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._subscriptions
+
     def __len__(self) -> int:
         return len(self._subscriptions)
 
