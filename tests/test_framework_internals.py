@@ -67,6 +67,39 @@ def test_tcp_server_hooks_we_override_are_still_there():
     assert "self.idle_task.stop()" in _source(TCPServer.protocol_send)
     assert "_initiate_server_close" in vars(TCPServer) and "_close" in vars(TCPServer)
     assert "await self._close()" in run, "run() ends with _close()"
+    # Its plain-socket case, which _run_plain does without the handshake attempt: the
+    # same steps, in the same order, with the protocol built from the same arguments.
+    plain_steps = [
+        "except AttributeError:  # Not SSL",
+        'alpn_protocol = "http/1.1"',
+        "client = parse_socket_addr(socket.family, socket.getpeername())",
+        "server = parse_socket_addr(socket.family, socket.getsockname())",
+        "async with TaskGroup() as task_group:",
+        "self._task_group = task_group",
+        "self.protocol = ProtocolWrapper(",
+        "await self.protocol.initiate()",
+        "await self.idle_task.restart(self._task_group, self._idle_timeout)",
+        "await self._read_data()",
+        "except OSError:",
+        "await self._close()",
+    ]
+    positions = [run.find(step) for step in plain_steps]
+    assert -1 not in positions and positions == sorted(positions), dict(
+        zip(plain_steps, positions, strict=True)
+    )
+    wrapper_args = run[run.find("ProtocolWrapper(") : run.find("await self.protocol.initiate()")]
+    assert [a.strip() for a in wrapper_args.split("(", 1)[1].split(",")][:10] == [
+        "self.app",
+        "self.config",
+        "self.context",
+        "task_group",
+        "ConnectionState(self.state)",
+        "ssl",
+        "client",
+        "server",
+        "self.protocol_send",
+        "alpn_protocol",
+    ]
 
 
 def test_h11_protocol_error_response_hook_is_still_there():

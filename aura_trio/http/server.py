@@ -25,6 +25,7 @@ import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
@@ -32,7 +33,7 @@ from hypercorn.trio.tcp_server import MAX_RECV as _MAX_RECV
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState, Framework
-from hypercorn.utils import repr_socket_addr, wrap_app
+from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from ..api.envelope import HTTP_ERROR_CODES, envelope_error
 from ..sessions.sse import to_json
@@ -162,7 +163,10 @@ class _BoundedSendTCPServer(TCPServer):
 
     async def run(self) -> None:
         try:
-            await super().run()
+            if isinstance(self.stream, trio.SSLStream):
+                await super().run()
+            else:
+                await self._run_plain()
         finally:
             # Hypercorn's connection objects hold each other in a cycle (this object
             # → its protocol → our bound `protocol_send`): ~28 objects per connection
@@ -172,6 +176,36 @@ class _BoundedSendTCPServer(TCPServer):
             self.__dict__.pop("protocol", None)
             self.__dict__.pop("_task_group", None)
             self.__dict__.pop("idle_task", None)
+
+    async def _run_plain(self) -> None:
+        """`TCPServer.run` for a plain socket, without its first step: a TLS handshake
+        attempted in a `fail_after` on every connection, to find out from the
+        AttributeError that the stream has no TLS."""
+        sock = self.stream.socket
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    False,
+                    client,
+                    server,
+                    self.protocol_send,
+                    "http/1.1",
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
 
     async def _read_data(self) -> None:
         if type(self.protocol.protocol) is H11Protocol:  # built by TCPServer.run just now
