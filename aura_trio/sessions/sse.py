@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 from typing import Any
 
 CONNECTED = b": connected\n\n"
@@ -10,9 +11,25 @@ HEARTBEAT = b": heartbeat\n\n"
 DONE = b"data: [DONE]\n\n"
 
 
-# One encoder for every frame: `json.dumps` with options builds a new one per call.
-# No circular check: frames are trees (a cyclic one fails on recursion instead).
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+# One encoder for every frame: `json.dumps` with options builds a new one per call,
+# and `JSONEncoder.encode` still builds its C encoder per call (1.6 of 6 µs for a
+# `hitl` event); this is that C encoder, built once. No circular check: frames are
+# trees (a cyclic one fails on recursion instead).
+_options = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+_c_encoder = (
+    None
+    if _make_c_encoder is None
+    else _make_c_encoder(
+        None, _options.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+)
+
+
+def _encode(data: Any) -> str:
+    if _c_encoder is None:
+        return _options.encode(data)
+    return "".join(_c_encoder(data, 0))
 
 
 def to_json(data: Any) -> bytes:
