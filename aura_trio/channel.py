@@ -95,6 +95,11 @@ class Channel(Generic[T]):
     ) -> None:
         self.close()
 
+    @property
+    def receiver_waiting(self) -> bool:
+        """The receiver waits for an item: nothing is queued, and it has taken all."""
+        return self._receiver is not None
+
     def __len__(self) -> int:
         """How many items are queued (not counting senders still waiting)."""
         return len(self._items or ())

@@ -111,6 +111,36 @@ async def test_heartbeat_comments_when_idle(start_server):
                 raise AssertionError(f"unexpected frame while idle: {frame.raw!r}")
 
 
+async def test_a_waiting_session_beats_from_its_own_task_and_the_body_stays_exact(start_server):
+    aura = await start_server(heartbeat_seconds=0.05)
+    async with aura.stream("please merge") as stream:
+        hitl = await until_hitl(stream)
+        [session] = list(aura.state.registry)
+        through = session._write_through
+        assert through is not None, "the response body gave the session its writer"
+        written: list[bytes] = []
+
+        async def counted(frame: bytes) -> None:
+            written.append(frame)
+            await through(frame)
+
+        session._write_through = counted
+        beats = 0
+        with trio.fail_after(5):
+            async for frame in stream:
+                assert frame.comments == ["heartbeat"], frame.raw
+                beats += 1
+                if beats == 5:
+                    break
+        # Written without waking the body's task; the approval's events after them.
+        assert written == [sse.HEARTBEAT] * len(written) and len(written) >= 5
+        assert (await aura.approve(hitl["requestId"])).status == 200
+        await rest_of(stream)
+    events = _check_frames(stream.body)
+    assert [kind for _, kind, _ in events][-2:] == ["content", "end"]
+    assert [event_id for event_id, _, _ in events] == list(range(1, len(events) + 1))
+
+
 async def test_agent_failure_ends_with_internal_error(start_server):
     class Broken:
         async def run(self, ctx: AgentContext) -> None:

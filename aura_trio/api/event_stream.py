@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 
@@ -34,6 +35,10 @@ class SessionBody(ResponseBody):
     ) -> bool | None:
         assert self._running is not None
         return await self._running.__aexit__(exc_type, exc_value, tb)
+
+    def write_through(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        """Called once the response has started, with how to send a chunk of it."""
+        self._session.write_through(write)
 
     def __aiter__(self) -> SessionBody:
         return self

@@ -106,6 +106,8 @@ class Session(Generic[Frame]):
         if framing.connected is not None:
             self._outbox.send_nowait(framing.connected)
         self._last_write = trio.current_time()
+        # How its transport writes a frame itself, when it has a way (see `write_through`).
+        self._write_through: Callable[[Frame], Awaitable[None]] | None = None
         # The session nursery's scope, once it runs.
         self._scope: trio.CancelScope | None = None
         self._waiter: SignalWaiter | None = None
@@ -133,6 +135,7 @@ class Session(Generic[Frame]):
             try:
                 await self._run_tasks(companions)
             finally:
+                self._write_through = None  # the transport's: no reference back to it
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS):
                     await self._cleanup()
             for event in self.ending.events(self.session_id) if self.ending else ():
@@ -178,7 +181,25 @@ class Session(Generic[Frame]):
         while True:
             await clock.sleep_until(self._last_write + interval)
             if trio.current_time() >= self._last_write + interval:
-                await self._write(self._framing.heartbeat)
+                await self._beat()
+
+    async def _beat(self) -> None:
+        write_through = self._write_through
+        if write_through is None or not self._outbox.receiver_waiting:
+            await self._write(self._framing.heartbeat)
+            return
+        # The transport has sent every frame and waits for the next: the beat goes
+        # out from this task, and the transport's task is not woken for it (nearly
+        # every frame of a waiting session is a beat). A frame queued meanwhile is
+        # written after it: the connection's writes keep their order.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._last_write = trio.current_time()
+        await write_through(self._framing.heartbeat)
+
+    def write_through(self, write: Callable[[Frame], Awaitable[None]]) -> None:
+        """Let the session send its heartbeats with `write` while the transport waits
+        for frames (the response has started, and `write` keeps the transport's order)."""
+        self._write_through = write
 
     async def _cleanup(self) -> None:
         self._services.registry.release(self)
