@@ -155,10 +155,11 @@ async def _decide(port: int, headers: dict[str, str], request_id: str, reject: b
     _say(f"    … a person looks at it; {verb} in {DECISION_PAUSE_SECONDS} s")
     await trio.sleep(DECISION_PAUSE_SECONDS)
     body = {"userId": USER, "reason": "not today"} if reject else {"userId": USER}
+    # Printed as it is sent: the stream's next events may be printed before its answer.
+    _say(f"    → POST /aura/hitl/{verb}/{request_id}")
     response = await client.request(
         "127.0.0.1", port, "POST", f"/aura/hitl/{verb}/{request_id}", headers=headers, body=body
     )
-    _say(f"    → POST /aura/hitl/{verb}/{request_id}")
     _say(f"    ← {response.status} {response.body.decode()}")
 
 
