@@ -78,30 +78,21 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
                     },
                 )
             )
-            # A streaming body that may also send chunks itself, from its own tasks.
-            write_through = getattr(body, "write_through", None)
-            if write_through is not None:
 
-                async def write(data: bytes) -> None:
-                    await send(
-                        cast(
-                            HTTPResponseBodyEvent,
-                            {"type": "http.response.body", "body": data, "more_body": True},
-                        )
-                    )
-
-                write_through(write)
-            async for data in body:
+            async def write(data: bytes) -> None:
                 await send(
                     cast(
                         HTTPResponseBodyEvent,
-                        {
-                            "type": "http.response.body",
-                            "body": data.encode() if isinstance(data, str) else data,
-                            "more_body": True,
-                        },
+                        {"type": "http.response.body", "body": data, "more_body": True},
                     )
                 )
+
+            # A streaming body that may also send chunks itself, from its own tasks.
+            write_through = getattr(body, "write_through", None)
+            if write_through is not None:
+                write_through(write)
+            async for data in body:
+                await write(data.encode() if isinstance(data, str) else data)
         with trio.CancelScope(shield=True):
             await send(
                 cast(
