@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+from collections.abc import Callable
 from typing import Any
 
 CONNECTED = b": connected\n\n"
@@ -17,19 +18,16 @@ DONE = b"data: [DONE]\n\n"
 # trees (a cyclic one fails on recursion instead).
 _options = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 _make_c_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
-_c_encoder = (
-    None
-    if _make_c_encoder is None
-    else _make_c_encoder(
+_encode: Callable[[Any], str]
+if _make_c_encoder is None:
+    _encode = _options.encode
+else:
+    _c_encoder = _make_c_encoder(
         None, _options.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
     )
-)
 
-
-def _encode(data: Any) -> str:
-    if _c_encoder is None:
-        return _options.encode(data)
-    return "".join(_c_encoder(data, 0))
+    def _encode(data: Any) -> str:
+        return "".join(_c_encoder(data, 0))
 
 
 def to_json(data: Any) -> bytes:
