@@ -37,6 +37,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from ..api.envelope import HTTP_ERROR_CODES, envelope_error
 from ..sessions.sse import to_json
+from .acceptor import serve_sockets
 from .keep_alive import IdleTimer, KeepAliveTimers
 from .request_inbox import DirectTaskGroup
 
@@ -217,9 +218,11 @@ class _BoundedSendTCPServer(TCPServer):
         if self.config.read_timeout is not None:
             await super()._read_data()
         else:
+            fresh = True  # just started: its first read needs no scheduler pass of its own
             while True:
                 try:
-                    data = await _receive(self.stream)
+                    data = await _receive(self.stream, yield_if_ready=not fresh)
+                    fresh = False
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     break
                 await self.protocol.handle(RawData(data))
@@ -233,7 +236,17 @@ class _BoundedSendTCPServer(TCPServer):
 
     async def _close(self) -> None:
         self._timers.went_busy(self)
-        await super()._close()
+        if not isinstance(self.stream, trio.SocketStream):
+            await super()._close()
+            return
+        # Hypercorn's `send_eof` then `aclose`, without their two scheduler passes:
+        # the connection's tasks are all done, nothing else writes to it.
+        sock = self.stream.socket
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client is already gone
+        sock.close()
 
     async def protocol_send(self, event: Event) -> None:
         if not isinstance(event, RawData):
@@ -283,10 +296,13 @@ def _write_now(stream: trio.abc.Stream, data: bytes) -> int:
         return 0
 
 
-async def _receive(stream: trio.abc.Stream) -> bytes:
+async def _receive(stream: trio.abc.Stream, *, yield_if_ready: bool = True) -> bytes:
     """`stream.receive_some(MAX_RECV)`, waiting on the socket itself: a connection
     waiting for bytes (every open stream, all its life) holds 3 coroutines instead of
-    trio's 11 (its stream, socket and error-translating layers: ~2.5 KB)."""
+    trio's 11 (its stream, socket and error-translating layers: ~2.5 KB).
+
+    Bytes already there are returned after a scheduler pass, as trio's own read
+    does, unless `yield_if_ready` is false (a task that has only just started)."""
     sock = getattr(stream, "socket", None)
     if sock is None:
         return bytes(await stream.receive_some(_MAX_RECV))
@@ -304,7 +320,7 @@ async def _receive(stream: trio.abc.Stream) -> bytes:
             continue
         except OSError as error:
             raise trio.BrokenResourceError(f"the connection broke: {error}") from error
-        if not waited:  # as trio's own read: a scheduler pass either way
+        if not waited and yield_if_ready:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
@@ -338,7 +354,6 @@ async def serve(
             sockets = config.create_sockets().insecure_sockets
             for sock in sockets:
                 sock.listen(config.backlog)
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
         binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets]
         timers = KeepAliveTimers(config.keep_alive_timeout)
         handler = partial(
@@ -354,14 +369,12 @@ async def serve(
         await lifespan_nursery.start(timers.watch)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
-                await acceptors.start(
-                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
-                )
+                await acceptors.start(serve_sockets, handler, sockets, connections)
                 task_status.started(binds)
                 await shutdown_trigger()
                 acceptors.cancel_scope.cancel()
-            for listener in listeners:
-                await listener.aclose()
+            for sock in sockets:
+                sock.close()
             if drain is not None:
                 await drain()
             await context.terminated.set()
