@@ -46,7 +46,15 @@ class SessionBody(ResponseBody):
     async def __anext__(self) -> bytes:
         assert self._frames is not None
         try:
-            batch = [await self._frames.receive()]
+            # A frame already queued (the first, queued before the response started)
+            # is taken without a scheduler pass: the writes that follow are bounded
+            # by what is queued, and the next wait yields.
+            batch = [self._frames.receive_nowait()]
+        except trio.WouldBlock:
+            try:
+                batch = [await self._frames.receive()]
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
         # Whatever else is already queued goes out in the same write.
