@@ -7,6 +7,9 @@ default 60 s, most also by a tighter `fail_after` of their own.
 from __future__ import annotations
 
 import json
+import os
+import resource
+import socket
 
 import pytest
 import trio
@@ -283,6 +286,46 @@ async def test_a_request_costs_one_task_and_a_connection_one_more(aura):
     assert fresh <= 2 * requests
 
 
+class _ServerSteps(trio.abc.Instrument):
+    """Scheduler passes taken by every task but the test's own."""
+
+    def __init__(self, client: trio.lowlevel.Task) -> None:
+        self.client = client
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.client:
+            self.count += 1
+
+
+async def test_a_fresh_connection_costs_the_server_five_scheduler_passes(aura):
+    """A request on a connection of its own (as every stream is): the connection's
+    task starts, waits for the client's end after the response and exits; the
+    request's task starts. No pass for the `accept` (trio's loop takes one per
+    connection), for the first read of bytes already there, for closing the socket
+    (`send_eof`, `aclose`, and `aclose_forcefully`, which raises `Cancelled` to get
+    its pass: four more), or for the keep-alive watchdog when the first connection
+    of a quiet moment goes idle."""
+    await aura.request("GET", "/health")
+    steps = _ServerSteps(trio.lowlevel.current_task())
+    connections = 20
+    trio.lowlevel.add_instrument(steps)
+    try:
+        for _ in range(connections):
+            sock = trio.socket.socket()
+            await sock.connect((HOST, aura.port))
+            async with trio.SocketStream(sock) as stream:
+                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                response, _ = await _read_response(stream)
+                assert response.startswith(b"HTTP/1.1 200")
+            await trio.testing.wait_all_tasks_blocked()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    # Five: the listener's wake-up for the connection, and the four above (a sixth
+    # now and then, from the server's timers). Before: 12.
+    assert steps.count <= 5.5 * connections, steps.count / connections
+
+
 async def test_a_write_goes_straight_to_the_socket_and_the_rest_waits():
     """The server's write fast path (no scheduler pass when the socket takes it all)
     works on trio's socket streams; what does not fit is left for `send_all`."""
@@ -387,3 +430,49 @@ async def test_the_server_reads_what_a_socket_holds_waits_when_empty_and_tells_c
         await trio.testing.wait_all_tasks_blocked()
         await ours.aclose()
     assert len(closed) == 1
+
+
+async def test_a_listener_out_of_descriptors_logs_and_accepts_once_some_are_free(caplog):
+    """`accept` failing with EMFILE leaves the connection queued: the listener says
+    so and tries again, and the client is served once descriptors are free."""
+    from aura_trio.http.acceptor import serve_sockets
+
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(16)
+    client = socket.socket()
+    client.connect(listener.getsockname())  # completed by the kernel's backlog
+    client.sendall(b"hello")
+    served: list[bytes] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        served.append(await stream.receive_some(16))
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, hard))
+        with pytest.raises(OSError, match="Too many open files"):
+            while True:
+                held.append(os.dup(listener.fileno()))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_sockets, handler, [listener], nursery)
+            with trio.fail_after(5):
+                while "EMFILE" not in caplog.text:
+                    await trio.sleep(0.01)
+            assert served == []
+            for fd in held:
+                os.close(fd)
+            held.clear()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            with trio.fail_after(5):
+                while not served:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in held:
+            os.close(fd)
+        client.close()
+        listener.close()
+    assert served == [b"hello"]

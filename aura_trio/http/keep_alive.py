@@ -39,11 +39,10 @@ class KeepAliveTimers:
 
     def went_idle(self, connection: Closable) -> None:
         idle = self.idle
-        was_empty = not idle
         idle.pop(connection, None)
         idle[connection] = trio.current_time()
-        if was_empty or self.closing:
-            self._changed.set()  # the watchdog slept without a deadline, or must close it now
+        if self.closing:
+            self._changed.set()  # close it now
 
     def went_busy(self, connection: Closable) -> None:
         self.idle.pop(connection, None)
@@ -61,8 +60,12 @@ class KeepAliveTimers:
             first = next(iter(self.idle.values()), None)
             if self.closing and first is not None:
                 deadline = -math.inf
+            elif first is None:
+                # Nothing idle: look again in a timeout, which is no later than any
+                # connection going idle meanwhile expires, so going idle wakes no one.
+                deadline = trio.current_time() + self.timeout
             else:
-                deadline = math.inf if first is None else first + self.timeout
+                deadline = first + self.timeout
             with trio.move_on_at(deadline):
                 await self._changed.wait()
             self._changed = trio.Event()
