@@ -156,3 +156,23 @@ async def test_every_async_test_runs_under_a_deadline():
     from .conftest import TEST_SECONDS
 
     assert trio.current_effective_deadline() <= trio.current_time() + TEST_SECONDS
+
+
+def test_response_headers_are_hypercorns_built_once_a_second():
+    # http/server.ServerConfig caches what Config.response_headers builds (it reads
+    # alt_svc_headers and _quic_addresses to know when not to).
+    ours = make_config(host="127.0.0.1", port=0, backlog=16, keep_alive_seconds=5, reuse_port=False)
+    theirs = Config()
+    assert theirs.alt_svc_headers == [] and theirs._quic_addresses == []
+    for _ in range(3):  # the same second for both, unless a second ended in between
+        expected = theirs.response_headers("h11")
+        if ours.response_headers("h11") == expected:
+            break
+    else:
+        raise AssertionError(f"{ours.response_headers('h11')} != {expected}")
+    assert [name for name, _ in expected] == [b"date", b"server"]
+    handed = ours.response_headers("h11")
+    handed.append((b"x-mutated", b"1"))
+    assert (b"x-mutated", b"1") not in ours.response_headers("h11"), "callers get a copy"
+    ours.alt_svc_headers = ['h3=":443"']
+    assert (b"alt-svc", b'h3=":443"') in ours.response_headers("h11")

@@ -6,12 +6,14 @@ default 60 s, most also by a tighter `fail_after` of their own.
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import json
 import logging
 import os
 import resource
 import socket
+import time
 
 import pytest
 import trio
@@ -99,6 +101,23 @@ async def test_burst_of_1000_connections_is_accepted(aura):
     assert statuses == [b"HTTP/1.1 200"] * 1000
     if overflows_before is not None:
         assert listen_overflows() == overflows_before, "the accept queue overflowed"
+
+
+async def test_a_response_carries_the_current_date(aura):
+    """The `date` header is built once a second (http/server.ServerConfig), and is
+    the current second's."""
+    for _ in range(2):
+        before = time.time()
+        response = await _raw_exchange(
+            aura.port,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            until_eof_within=5,
+        )
+        head = response.split(b"\r\n\r\n", 1)[0].decode()
+        date = next(line for line in head.split("\r\n") if line.lower().startswith("date:"))
+        sent = email.utils.parsedate_to_datetime(date.split(":", 1)[1].strip()).timestamp()
+        assert int(before) <= sent <= time.time(), (date, before)
+        await trio.sleep(1.1)
 
 
 async def test_health_needs_no_token(aura):

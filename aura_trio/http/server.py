@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -44,6 +45,26 @@ from .request_inbox import DirectTaskGroup
 log = logging.getLogger(__name__)
 
 
+class ServerConfig(Config):
+    """Hypercorn's config, with its `date` and `server` response headers built once a
+    second rather than for every response (formatting the date was ~1.5 % of a
+    round trip's CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._headers_of_second: dict[str, tuple[int, list[tuple[bytes, bytes]]]] = {}
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        if self.alt_svc_headers or self._quic_addresses:
+            return super().response_headers(protocol)
+        second = int(time.time())
+        cached = self._headers_of_second.get(protocol)
+        if cached is None or cached[0] != second:
+            cached = (second, super().response_headers(protocol))
+            self._headers_of_second[protocol] = cached
+        return list(cached[1])
+
+
 def make_config(
     *,
     host: str,
@@ -53,7 +74,7 @@ def make_config(
     reuse_port: bool,
     websocket_max_message_bytes: int = 16 * 1024 * 1024,
 ) -> Config:
-    config = Config()
+    config = ServerConfig()
     # Hypercorn closes with 1009 past it (counting characters of a text message).
     config.websocket_max_message_size = websocket_max_message_bytes
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
