@@ -13,6 +13,7 @@ bounded by conftest's default 60 s.
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter
 from functools import partial
@@ -22,6 +23,7 @@ from typing import Any
 import trio
 
 from aura_trio import client
+from aura_trio.collector import freeze_start_up_objects
 from bench import harness
 
 from .helpers import HOST, SECRET, auth, eventually, stream_target
@@ -118,3 +120,29 @@ async def test_a_finished_session_leaves_no_reference_cycle(tmp_path: Path, redi
     # freezes again) stays level, wobbling with caches and timing by ~2,000; a leak of
     # even a tenth of a session's ~290 objects would add ~6,000 here.
     assert min(frozen[-2:]) - min(frozen[:2]) < 2_500, frozen
+
+
+def test_young_collections_wait_for_twenty_thousand_new_objects():
+    """Start-up's collector policy (what `aura-trio serve` runs before serving): 5,000
+    new objects run no young collection, where CPython's default runs several."""
+    threshold = gc.get_threshold()
+    started: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    try:
+        freeze_start_up_objects()
+        gc.callbacks.append(note)
+        with_policy = [[] for _ in range(5_000)]
+        assert started == [], started
+        gc.set_threshold(*threshold)
+        by_default = [[] for _ in range(5_000)]
+        assert started, "CPython's default ran no collection either"
+    finally:
+        if note in gc.callbacks:
+            gc.callbacks.remove(note)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+    assert len(with_policy) == len(by_default) == 5_000
