@@ -176,3 +176,19 @@ def test_response_headers_are_hypercorns_built_once_a_second():
     assert (b"x-mutated", b"1") not in ours.response_headers("h11"), "callers get a copy"
     ours.alt_svc_headers = ['h3=":443"']
     assert (b"alt-svc", b'h3=":443"') in ours.response_headers("h11")
+
+
+def test_lean_body_sets_up_what_quart_trios_body_does():
+    # http/request_body.LeanBody copies TrioBody.__init__ (flags for its events).
+    from quart_trio.wrappers.request import TrioBody
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    from aura_trio.http.request_body import LeanBody
+
+    assert "super()" not in _source(TrioBody.__init__), "TrioBody.__init__ now calls its base"
+    for expected, limit in ((None, None), (10, 100), (1000, 100)):
+        theirs, ours = TrioBody(expected, limit), LeanBody(expected, limit)
+        assert vars(ours).keys() == vars(theirs).keys()
+        assert ours._max_content_length == theirs._max_content_length
+        assert type(ours._must_raise) is type(theirs._must_raise)
+    assert isinstance(LeanBody(1000, 100)._must_raise, RequestEntityTooLarge)

@@ -12,6 +12,7 @@ from types import TracebackType
 
 import trio
 from quart_trio.wrappers.request import TrioBody, TrioRequest
+from werkzeug.exceptions import RequestEntityTooLarge
 
 
 class _Flag:
@@ -70,9 +71,18 @@ class _LazyLock:
 
 class LeanBody(TrioBody):
     def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
-        super().__init__(expected_content_length, max_content_length)
+        # TrioBody.__init__ (it calls no other), with flags in place of its two events.
+        self._data = bytearray()
         self._complete = _Flag()  # type: ignore[assignment]
         self._has_data = _Flag()  # type: ignore[assignment]
+        self._max_content_length = max_content_length
+        self._must_raise: Exception | None = None
+        if (
+            expected_content_length is not None
+            and max_content_length is not None
+            and expected_content_length > max_content_length
+        ):
+            self._must_raise = RequestEntityTooLarge()
 
 
 class LeanRequest(TrioRequest):
