@@ -17,19 +17,21 @@ from typing import Generic, TypeVar
 
 import trio
 
+from .one_task_slot import OneTaskSlot
+
 T = TypeVar("T")
 
 
-class Channel(Generic[T]):
+class Channel(OneTaskSlot, Generic[T]):
     """Up to `size` items for one receiver; an item sent while the receiver waits is
     handed to it, an item sent while the channel is full waits with its sender."""
 
-    __slots__ = ("_closed", "_handed", "_items", "_receiver", "_senders", "_size")
+    __slots__ = ("_closed", "_handed", "_items", "_senders", "_size")
 
     def __init__(self, size: int) -> None:
+        super().__init__()  # the receiver's slot
         self._size = size
         self._items: list[T] | None = None
-        self._receiver: trio.lowlevel.Task | None = None
         self._handed: list[T] | None = None  # what the receiver finds as it wakes
         self._senders: dict[trio.lowlevel.Task, T] | None = None  # waiting, in order
         self._closed = False
@@ -39,11 +41,9 @@ class Channel(Generic[T]):
     def send_nowait(self, item: T) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
-        receiver = self._receiver
-        if receiver is not None:
-            self._receiver = None
+        if self._parked is not None:
             self._handed = [item]
-            trio.lowlevel.reschedule(receiver)
+            self._wake()
             return
         if self._items is None:
             self._items = []
@@ -78,9 +78,7 @@ class Channel(Generic[T]):
     def close(self) -> None:
         """No more items: the receiver gets what is queued, then `trio.EndOfChannel`."""
         self._closed = True
-        receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            trio.lowlevel.reschedule(receiver)
+        self._wake()  # the receiver, if it waits: it finds nothing handed
         for task in self._senders or ():  # each finds itself still listed: refused
             trio.lowlevel.reschedule(task)
 
@@ -98,7 +96,7 @@ class Channel(Generic[T]):
     @property
     def receiver_waiting(self) -> bool:
         """The receiver waits for an item: nothing is queued, and it has taken all."""
-        return self._receiver is not None
+        return self.task_waiting
 
     def __len__(self) -> int:
         """How many items are queued (not counting senders still waiting)."""
@@ -130,10 +128,7 @@ class Channel(Generic[T]):
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return item
-        if self._receiver is not None:
-            raise trio.BusyResourceError("another task is receiving from this channel")
-        self._receiver = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
+        await self._park()
         handed, self._handed = self._handed, None
         if handed is None:  # woken by close()
             raise trio.EndOfChannel
@@ -147,7 +142,3 @@ class Channel(Generic[T]):
             return await self.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
-
-    def _abort_receive(self, _: object) -> trio.lowlevel.Abort:
-        self._receiver = None
-        return trio.lowlevel.Abort.SUCCEEDED
