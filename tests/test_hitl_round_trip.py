@@ -79,6 +79,37 @@ async def test_java_style_signal_resumes_the_stream(aura, raw_redis):
     assert (await aura.approve(hitl["requestId"])).status == 409
 
 
+async def test_a_java_style_signal_is_parsed_once_per_delivery(aura, raw_redis, monkeypatch):
+    """A signal this process did not announce is parsed as it is delivered (to see
+    it needs settling in Redis) and that parse goes with it to the session's
+    waiter, which does not parse it again."""
+    from aura_trio.bus import topics
+    from aura_trio.hitl import records
+
+    parsed: list[bytes] = []
+    delivered: list[bytes] = []
+    parse, deliver = records.parse_signal, topics.Subscription.deliver
+
+    def counted_parse(payload: bytes | str) -> records.Signal | None:
+        parsed.append(payload if isinstance(payload, bytes) else payload.encode())
+        return parse(payload)
+
+    def counted_deliver(self: topics.Subscription, payload: bytes, **kwargs: bool) -> None:
+        delivered.append(payload)
+        deliver(self, payload, **kwargs)
+
+    monkeypatch.setattr(records, "parse_signal", counted_parse)
+    monkeypatch.setattr(topics.Subscription, "deliver", counted_deliver)
+    async with aura.stream("merge this") as stream:
+        hitl = await until_hitl(stream)
+        java_signal(raw_redis, hitl["sessionId"], _approval(hitl["requestId"]))
+        frames = await rest_of(stream)
+    assert events_of(frames)[-1] == "end"
+    ours = hitl["requestId"].encode()
+    assert [p for p in delivered if ours in p], "the signal was never delivered"
+    assert [p for p in parsed if ours in p] == [p for p in delivered if ours in p]
+
+
 async def test_java_style_rejection_ends_with_its_reason(aura, raw_redis):
     async with aura.stream("deploy to prod") as stream:
         hitl = await until_hitl(stream)

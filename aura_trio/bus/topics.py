@@ -31,6 +31,8 @@ class Message:
     # Trio time it reached this process's inbox: how long it then waited for its
     # session's task is the process's own scheduling lag.
     received_at: float = 0.0
+    # What the subscription's `handle_at_once` made of the payload, for the receiver.
+    parsed: object = None
 
 
 class Subscription:
@@ -40,23 +42,27 @@ class Subscription:
     value arrives through :attr:`receive` like a published message.
 
     `handle_at_once`, when set, sees each message first, in the delivering task: a
-    message it handles (returns True) never reaches the inbox, so the receiving task
+    message it handles (returns None) never reaches the inbox, so the receiving task
     is not woken for it (one scheduler pass less between a message and its effect).
-    It must not block.
+    Else it returns the message to queue, maybe with what it parsed of it. It must
+    not block.
     """
 
     def __init__(self, topics: Topics, topic: str) -> None:
         self.topic = topic
         self.watched = False
         self.dropped = 0
-        self.handle_at_once: Callable[[Message], bool] | None = None
+        self.handle_at_once: Callable[[Message], Message | None] | None = None
         self._topics = topics
         self.receive = Channel[Message](_INBOX_SIZE)
 
     def deliver(self, payload: bytes, *, announced_here: bool = False) -> None:
         message = Message(payload, announced_here, trio.current_time())
-        if self.handle_at_once is not None and self.handle_at_once(message):
-            return
+        if self.handle_at_once is not None:
+            to_queue = self.handle_at_once(message)
+            if to_queue is None:
+                return
+            message = to_queue
         try:
             self.receive.send_nowait(message)
         except trio.WouldBlock:

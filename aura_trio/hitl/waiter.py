@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import trio
 from ..bus.dial import Backoff
 from ..bus.topics import Message, Subscription
 from ..errors import StoreUnavailable
+from ..one_task_slot import OneTaskSlot
 from . import records as hitl
 from .store import HitlStore
 
@@ -44,37 +46,28 @@ class TimedOut:
 Outcome = Approved | Rejected | TimedOut
 
 
-class _Awaited:
+class _Awaited(OneTaskSlot):
     """The one request a decision is awaited for; its outcome is set once, and wakes
-    the one task waiting for it (a task slot, not an Event: ~600 B less per waiting
-    session)."""
+    the one task waiting for it."""
 
-    __slots__ = ("_waiting", "outcome", "request_id")
+    __slots__ = ("outcome", "request_id")
 
     def __init__(self, request_id: str) -> None:
+        super().__init__()
         self.request_id = request_id
         self.outcome: Approved | Rejected | None = None
-        self._waiting: trio.lowlevel.Task | None = None
 
     def set(self, outcome: Approved | Rejected) -> None:
         if self.outcome is None:
             self.outcome = outcome
-            waiting, self._waiting = self._waiting, None
-            if waiting is not None:
-                trio.lowlevel.reschedule(waiting)
+            self._wake()
 
     async def wait(self) -> None:
         """Until the outcome is set (a checkpoint if it is already)."""
         if self.outcome is not None:
             await trio.lowlevel.checkpoint()
             return
-        assert self._waiting is None, "one task waits for a decision"
-        self._waiting = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._abort)
-
-    def _abort(self, _: object) -> trio.lowlevel.Abort:
-        self._waiting = None
-        return trio.lowlevel.Abort.SUCCEEDED
+        await self._park()
 
 
 class SignalWaiter:
@@ -149,33 +142,39 @@ class SignalWaiter:
         async for message in self._subscription.receive:
             if self._on_lag is not None:
                 self._on_lag(trio.current_time() - message.received_at)
-            signal = self._to_settle(message)
-            awaited = self._awaited
-            if signal is None or awaited is None:
+            parsed = message.parsed
+            signal = parsed if isinstance(parsed, hitl.Signal) else self._parse(message)
+            if signal is None or self._to_settle(signal, message) is None:
                 continue
+            awaited = self._awaited
+            assert awaited is not None  # _to_settle returns a signal only for it
             outcome = await self._settle(signal)
             if outcome is not None:
                 awaited.set(outcome)
 
-    def _handle_at_once(self, message: Message) -> bool:
+    def _handle_at_once(self, message: Message) -> Message | None:
         """In the delivering task: every signal that needs no Redis is handled there
         (ignored, or a decision announced here applied), so the session's agent wakes
-        one scheduler pass sooner; the others go to :meth:`run`."""
-        handled = self._to_settle(message) is None
-        if handled and self._on_lag is not None:
-            self._on_lag(0.0)
-        return handled
+        one scheduler pass sooner; the others go to :meth:`run`, parsed."""
+        signal = self._parse(message)
+        if signal is None or self._to_settle(signal, message) is None:
+            if self._on_lag is not None:
+                self._on_lag(0.0)
+            return None
+        return dataclasses.replace(message, parsed=signal)
 
-    def _to_settle(self, message: Message) -> hitl.Signal | None:
-        """The signal in `message` when it must be settled in Redis; else None, having
-        ignored it or applied it."""
+    def _parse(self, message: Message) -> hitl.Signal | None:
         signal = hitl.parse_signal(message.payload)
         if signal is None:
             log.warning(
                 "malformed HITL signal ignored",
                 extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
             )
-            return None
+        return signal
+
+    def _to_settle(self, signal: hitl.Signal, message: Message) -> hitl.Signal | None:
+        """`signal` when it must be settled in Redis; else None, having ignored it or
+        applied it."""
         awaited = self._awaited
         if awaited is None or signal.request_id != awaited.request_id:
             return None
