@@ -7,6 +7,8 @@ that task is enough. A subclass keeps its own `__slots__` next to this one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import trio
 
 
@@ -20,13 +22,14 @@ class OneTaskSlot:
     def task_waiting(self) -> bool:
         return self._parked is not None
 
-    async def _park(self) -> None:
-        """Wait until `_wake` (cancellable); `trio.BusyResourceError` if a task already
-        waits here."""
+    def _park(self) -> Awaitable[object]:
+        """What to await to wait until `_wake` (cancellable); `trio.BusyResourceError`
+        if a task already waits here. Trio's own wait is returned, not awaited in a
+        coroutine of this method: a waiting task holds one frame less (~250 B)."""
         if self._parked is not None:
             raise trio.BusyResourceError("another task is already waiting here")
         self._parked = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._leave)
+        return trio.lowlevel.wait_task_rescheduled(self._leave)  # noqa: ASYNC105
 
     def _wake(self) -> bool:
         """Wake the waiting task, if there is one; whether there was."""

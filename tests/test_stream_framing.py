@@ -9,6 +9,7 @@ import json
 import re
 
 import trio
+import trio.testing
 
 from aura_trio import client
 from aura_trio.agents import AgentContext
@@ -199,3 +200,44 @@ async def test_shutdown_ends_open_streams_with_server_shutdown(start_server, raw
     assert frames[0].json()["errorType"] == "ServerShutdown"
     assert frames[-1].is_done and sum(f.is_done for f in frames) == 1
     assert json.loads(raw_redis.get(f"hitl:request:{hitl['requestId']}"))["status"] == "cancelled"
+
+
+async def test_a_waiting_stream_holds_no_exception_and_no_frame_more_than_its_waits(aura):
+    """What each of thousands of waiting streams holds, all their life: the body's
+    task parked in its channel (no coroutine frame between the channel and trio's
+    wait), and no exception kept by a wait inside an `except` (a `WouldBlock` and its
+    traceback: ~0.5 KB a session, as once)."""
+    import gc
+
+    from aura_trio.metrics import live_tasks
+
+    async with aura.stream("please merge PR 42") as stream:
+        await until_hitl(stream)
+        await trio.testing.wait_all_tasks_blocked()
+        chains = [
+            [frame for frame, _ in task.iter_await_frames()]
+            for task in live_tasks()
+            if any(f.f_code.co_name == "__anext__" for f, _ in task.iter_await_frames())
+        ]
+        bodies = [c for c in chains if any("event_stream" in f.f_code.co_filename for f in c)]
+        assert len(bodies) == 1, [[f.f_code.co_name for f in c] for c in chains]
+        names = [f.f_code.co_name for f in bodies[0]]
+        assert names[-3:] == ["receive", "wait_task_rescheduled", "_real_async_yield"], names
+        task = next(t for t in live_tasks() if [f for f, _ in t.iter_await_frames()] == bodies[0])
+        held = [
+            r
+            for c in _coroutines(task)
+            for r in gc.get_referents(c)
+            if isinstance(r, BaseException)
+        ]
+        assert held == [], held
+
+
+def _coroutines(task: trio.lowlevel.Task) -> list[object]:
+    """The task's chain of suspended coroutines (what `iter_await_frames` walks)."""
+    chain: list[object] = []
+    coro: object = task.coro
+    while coro is not None:
+        chain.append(coro)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain

@@ -45,18 +45,21 @@ class SessionBody(ResponseBody):
 
     async def __anext__(self) -> bytes:
         assert self._frames is not None
+        # A frame already queued (the first, queued before the response started) is
+        # taken without a scheduler pass: the writes that follow are bounded by what
+        # is queued, and the next wait yields. The wait is not inside the `except`:
+        # the exception being handled would be held, traceback and all, all along.
         try:
-            # A frame already queued (the first, queued before the response started)
-            # is taken without a scheduler pass: the writes that follow are bounded
-            # by what is queued, and the next wait yields.
             batch = [self._frames.receive_nowait()]
         except trio.WouldBlock:
+            batch = []
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+        if not batch:
             try:
                 batch = [await self._frames.receive()]
             except trio.EndOfChannel:
                 raise StopAsyncIteration from None
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
         # Whatever else is already queued goes out in the same write.
         while len(batch) < OUTBOX_FRAMES:
             try:
