@@ -271,6 +271,16 @@ class _Spawns(trio.abc.Instrument):
         self.count += 1
 
 
+async def _health_on_a_fresh_connection(port: int) -> None:
+    # A plain connect: trio.open_tcp_stream starts tasks of its own.
+    sock = trio.socket.socket()
+    await sock.connect((HOST, port))
+    async with trio.SocketStream(sock) as stream:
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        response, _ = await _read_response(stream)
+        assert response.startswith(b"HTTP/1.1 200")
+
+
 async def test_a_request_costs_one_task_and_a_connection_one_more(aura):
     """Hypercorn's trio worker with quart-trio starts a task per request and two more
     for Quart, and one for each idle period of a connection (its keep-alive timer).
@@ -291,13 +301,7 @@ async def test_a_request_costs_one_task_and_a_connection_one_more(aura):
         kept_alive = spawns.count
         spawns.count = 0
         for _ in range(requests):
-            # A plain connect: trio.open_tcp_stream starts tasks of its own.
-            sock = trio.socket.socket()
-            await sock.connect((HOST, aura.port))
-            async with trio.SocketStream(sock) as fresh_stream:
-                await fresh_stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                response, _ = await _read_response(fresh_stream)
-                assert response.startswith(b"HTTP/1.1 200")
+            await _health_on_a_fresh_connection(aura.port)
         await trio.sleep(0.05)
         fresh = spawns.count
     finally:
@@ -333,12 +337,7 @@ async def test_a_fresh_connection_costs_the_server_five_scheduler_passes(aura):
     trio.lowlevel.add_instrument(steps)
     try:
         for _ in range(connections):
-            sock = trio.socket.socket()
-            await sock.connect((HOST, aura.port))
-            async with trio.SocketStream(sock) as stream:
-                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                response, _ = await _read_response(stream)
-                assert response.startswith(b"HTTP/1.1 200")
+            await _health_on_a_fresh_connection(aura.port)
             await trio.testing.wait_all_tasks_blocked()
     finally:
         trio.lowlevel.remove_instrument(steps)
