@@ -142,9 +142,9 @@ class SignalWaiter:
         async for message in self._subscription.receive:
             if self._on_lag is not None:
                 self._on_lag(trio.current_time() - message.received_at)
-            parsed = message.parsed
-            signal = parsed if isinstance(parsed, hitl.Signal) else self._parse(message)
-            if signal is None or self._to_settle(signal, message) is None:
+            signal = message.parsed  # every message queued was parsed by _handle_at_once
+            assert isinstance(signal, hitl.Signal)
+            if self._to_settle(signal, message) is None:  # decided meanwhile
                 continue
             awaited = self._awaited
             assert awaited is not None  # _to_settle returns a signal only for it
@@ -156,21 +156,17 @@ class SignalWaiter:
         """In the delivering task: every signal that needs no Redis is handled there
         (ignored, or a decision announced here applied), so the session's agent wakes
         one scheduler pass sooner; the others go to :meth:`run`, parsed."""
-        signal = self._parse(message)
-        if signal is None or self._to_settle(signal, message) is None:
-            if self._on_lag is not None:
-                self._on_lag(0.0)
-            return None
-        return dataclasses.replace(message, parsed=signal)
-
-    def _parse(self, message: Message) -> hitl.Signal | None:
         signal = hitl.parse_signal(message.payload)
         if signal is None:
             log.warning(
                 "malformed HITL signal ignored",
                 extra={"sessionId": self._subscription.topic, "bytes": len(message.payload)},
             )
-        return signal
+        if signal is None or self._to_settle(signal, message) is None:
+            if self._on_lag is not None:
+                self._on_lag(0.0)
+            return None
+        return dataclasses.replace(message, parsed=signal)
 
     def _to_settle(self, signal: hitl.Signal, message: Message) -> hitl.Signal | None:
         """`signal` when it must be settled in Redis; else None, having ignored it or
