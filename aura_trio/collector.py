@@ -29,7 +29,8 @@ YOUNG_THRESHOLD = 20_000
 
 def freeze_start_up_objects() -> None:
     """Move what is alive by now (modules, the app) out of every later collection,
-    and collect the young generation every `YOUNG_THRESHOLD` allocations."""
+    and collect the young generation once tracked objects have grown by
+    `YOUNG_THRESHOLD`."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
